@@ -91,3 +91,35 @@ def test_aime_hub_sources(tmp_path):
     cfg = compose_eval(["benchmark=[aime]", f"benchmark.aime.hub_sources=[{{hub_id: '{d}', split: train, year: 2024}}]"])
     examples = importlib.import_module("evaluate.tasks.aime").load(cfg.benchmark.aime)
     assert [(ex.id, ex.reference) for ex in examples] == [("2024-0", "2")]
+
+
+# Truncated traces (the paper policy scores the trace of an unclosed think block): a letter merely
+# MENTIONED after the stated answer, or in a conditional or a question, is not the answer.
+@pytest.mark.parametrize(
+    "text,letter",
+    [
+        # English: the answer is stated, then the trace runs on into other options and is cut off
+        ("Gluons carry the strong force, so the answer is C. Now, Option D is about weak bosons, which", "C"),
+        ("The answer is (B).\n\nLet me double-check the others:\n**D)** is a distractor because (D) ignores", "B"),
+        ("Answer: A\n\nChecking choice D: D would require", "A"),
+        ("So the correct answer is C. But option D says the carrier is massive; D is wrong since", "C"),
+        ("If the answer is D, the mass would be zero. It is not, so the answer is B. Hmm, what if the answer is D?", "B"),
+        ("The answer is B. Let me verify whether the answer is D by", "B"),
+        ("I think option B is correct. Option D is the W boson and", "B"),
+        # only mentions, no stated answer: nothing to extract
+        ("Let me look at each option. (A) is wrong. (B) is also wrong. Option (C) seems plausible but (D)", None),
+        ("**A)** quarks\n**B)** gluons\n**C)** photons\n**D)** W bosons\nLet me think about which", None),
+        # a restated final answer still wins over an earlier one
+        ("the answer is C. Wait, that ignores charge. Actually, the answer is D.", "D"),
+        # Japanese: 答え / 正解 / 回答 / 解答, then discussion of another option
+        ("光子が媒介するので、答えはCです。次に選択肢Dについて考えると、Dは弱い力の", "C"),
+        ("よって正解は (B)。念のため選択肢Dも確認すると、Dは", "B"),
+        ("答え：Ａ\n\n選択肢Ｃの説明：Ｃは誤り。選択肢Ｄは", "A"),
+        ("もし答えがDならば質量はゼロになる。したがって答えはBである。答えはDかどうか再確認すると", "B"),
+        ("選択肢Bが正しい。選択肢Dは弱い力を媒介する粒子で", "B"),
+        ("解答: C\n\nなお、(D) は", "C"),
+        ("各選択肢を検討する。(A)は誤り。(B)も誤り。選択肢(C)は", None),
+    ],
+)
+def test_choice_in_truncated_traces(text, letter):
+    assert extract_choice(text, "ABCD") == letter
