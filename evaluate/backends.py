@@ -11,9 +11,11 @@ trace from a plain answer.
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -42,6 +44,17 @@ def prompt_opens_think(rendered_prompt: str) -> bool:
     return rendered_prompt.rstrip().endswith(OPEN)
 
 
+NAMES = ("auto", "vllm", "openai", "transformers")
+
+
+def adapter_base(model: str) -> str | None:
+    """The base model of a LoRA adapter directory (``adapter_config.json``, as peft saves it); None otherwise."""
+    config = Path(model) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+
+
 def build(cfg, model: str):
     """The backend named by ``cfg.backend.name`` (auto = vllm when it and a GPU are there, else transformers)."""
     name = cfg.backend.name
@@ -53,7 +66,7 @@ def build(cfg, model: str):
         return OpenAIBackend(model, cfg.backend)
     if name == "vllm":
         return VLLMBackend(model, cfg.backend)
-    raise ValueError(f"unknown backend.name={name!r}; use auto|vllm|openai|transformers")
+    raise ValueError(f"unknown backend.name={name!r}; use {'|'.join(NAMES)}")
 
 
 def _vllm_usable() -> bool:
@@ -67,14 +80,20 @@ def _vllm_usable() -> bool:
 
 
 class TransformersBackend:
-    """In-process ``model.generate`` in left-padded batches; what the CPU tests and the demo use."""
+    """In-process ``model.generate`` in left-padded batches; what the CPU tests and the demo use.
+
+    A LoRA adapter directory loads as its base model plus the adapter (transformers does this itself when
+    peft is installed); its tokenizer is the adapter's own if it saved one, else the base model's.
+    """
 
     def __init__(self, model: str, bcfg):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.name = "transformers"
-        self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+        base = adapter_base(model)
+        own_tokenizer = base is None or (Path(model) / "tokenizer_config.json").is_file()
+        self.tokenizer = AutoTokenizer.from_pretrained(model if own_tokenizer else base, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = getattr(torch, bcfg.get("dtype") or "float32")
@@ -139,13 +158,16 @@ class OpenAIBackend:
 
         self.name = "openai"
         base_url = bcfg.get("base_url") or os.environ.get("OPENAI_BASE_URL")
-        api_key = os.environ.get(bcfg.get("api_key_env") or "OPENAI_API_KEY") or "EMPTY"
+        self.key_env = bcfg.get("api_key_env") or "OPENAI_API_KEY"
+        self.max_retries = int(bcfg.get("max_retries", 5))
+        self.timeout = float(bcfg.get("timeout", 3600))
         self.client = openai.OpenAI(
             base_url=base_url,
-            api_key=api_key,
-            max_retries=int(bcfg.get("max_retries", 5)),
-            timeout=float(bcfg.get("timeout", 3600)),
+            api_key=os.environ.get(self.key_env) or "EMPTY",
+            max_retries=self.max_retries,
+            timeout=self.timeout,
         )
+        self.url = str(self.client.base_url)
         self.model = bcfg.get("served_model") or model
         self.concurrency = int(bcfg.get("concurrency", 16))
         self.think_opened = bool(bcfg.get("think_opened", False))
@@ -172,9 +194,32 @@ class OpenAIBackend:
         return Generation(text, "length" if finish == "length" else "stop", n_tokens, self.think_opened)
 
     def generate(self, convs: list[list[dict]], settings: Settings) -> list[Generation]:
-        with ThreadPoolExecutor(self.concurrency) as pool:
+        """Every conversation, or an error naming the server and the fix once the client's retries are spent
+        (the requests still queued are cancelled: a dead server fails the run in seconds, not per request)."""
+        import openai
+
+        pool = ThreadPoolExecutor(self.concurrency)
+        try:
             futures = [pool.submit(self._one, c, settings) for c in convs]
             return [f.result() for f in tqdm(futures, desc="generate", leave=False)]
+        except openai.APIConnectionError as e:  # refused, unreachable, or timed out (APITimeoutError)
+            raise ConnectionError(
+                f"no answer from the OpenAI-compatible server at {self.url} ({type(e).__name__}: {e}; "
+                f"{self.max_retries} retries, timeout {self.timeout:g} s). Start the server, or point "
+                f"backend.base_url (or $OPENAI_BASE_URL) at a running one"
+            ) from e
+        except openai.AuthenticationError as e:
+            raise PermissionError(
+                f"the server at {self.url} refused the API key (401: {e}); put the right key in the variable "
+                f"${self.key_env}, or name another variable with backend.api_key_env"
+            ) from e
+        except openai.NotFoundError as e:
+            raise LookupError(
+                f"the server at {self.url} does not serve model {self.model!r} (404: {e}); set backend.served_model "
+                f"to a name it lists at {self.url.rstrip('/')}/models, or fix backend.base_url"
+            ) from e
+        finally:
+            pool.shutdown(cancel_futures=True)
 
 
 def rebuild_text(content: str, reasoning: str | None, finish_reason: str) -> str:
@@ -198,6 +243,11 @@ class VLLMBackend:
     """
 
     def __init__(self, model: str, bcfg):
+        if adapter_base(model) is not None:
+            raise ValueError(
+                f"{model} is a LoRA adapter, which backend.name=vllm does not load; use backend.name=transformers, "
+                "or merge the adapter into its base (peft's merge_and_unload) and evaluate the merged model"
+            )
         try:
             from vllm import LLM
         except ImportError as e:  # lazily: vLLM is only in the [gpu] extra
