@@ -53,8 +53,9 @@ so on; ``answers`` has one entry per turn. ``history_max_chars`` in the benchmar
 assistant text carried into the next turn (swallow-evaluation-instruct keeps 8,192 characters).
 
 Per-sample record (``samples.jsonl``, one line per example × sample) keys: ``id``
-(``<example id>#<sample>``), ``example_id``, ``sample``, ``benchmark``, ``prompt`` (list of user
-turns), ``output`` (list of raw generations), ``turn_status`` (list of closed|unclosed|absent),
+(``<example id>#<sample>``), ``example_id``, ``sample``, ``benchmark``, ``example_hash`` (a hash of
+its example's content, which a resumed run must match), ``prompt`` (list of user turns), ``output``
+(list of raw generations), ``turn_status`` (list of closed|unclosed|absent),
 ``status`` (unclosed if any turn is, absent if every turn is, else closed), ``answers``,
 ``extracted``, ``reference``, ``score`` (paper policy), ``strict_score``, ``detail``, ``meta``,
 ``finish_reason``, ``n_tokens``, ``opened`` (the prompt already opened ``<think>``).
@@ -67,6 +68,10 @@ still forces T=0.
 Per-turn scores: a multi-turn task may put ``detail["turn_scores"]`` (one 0-1 score per turn) in its
 Verdict; the strict policy then zeroes only the unclosed turns instead of the whole sample.
 
+Config keys: every key a benchmark config may hold is a field of :class:`BenchmarkConfig`; the runner
+refuses any other (a misspelt key would otherwise be ignored and the run fall back to a default). A new
+benchmark that needs a new key adds it there.
+
 See ``evaluate/tasks/math500.py`` for a complete simple benchmark.
 """
 
@@ -77,6 +82,8 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+from omegaconf import MISSING
 
 
 @dataclass
@@ -96,6 +103,55 @@ class Verdict:
     detail: dict = field(default_factory=dict)  # audit trail: test results, judge text, ...
 
 
+@dataclass
+class BenchmarkConfig:
+    """The schema of ``conf/benchmark/<name>.yaml``: every key a benchmark config may hold, with its type.
+
+    The runner checks each selected benchmark against it before anything runs: an unknown key is an error
+    naming it, a value of the wrong type one naming the value. Keys without a default are required.
+    """
+
+    # what it is (Table 5)
+    name: str = MISSING
+    module: str = MISSING  # evaluate/tasks/<module>.py
+    lang: str = MISSING  # ja | en
+    metric: str = MISSING  # accuracy | pass@1 | bleu | judge
+    # how it is sampled (Table 5); decoding=base forces T=0, N=1 where base_greedy
+    n: int = MISSING
+    temperature: float = MISSING
+    top_p: float = MISSING
+    max_tokens: int = MISSING
+    base_greedy: bool = True
+    limit: int | None = None  # the first K examples; null = all
+    # where the examples come from (load_rows)
+    source: str = "hub"  # hub | offline | fixture | /path/to/rows
+    hub_id: str | None = None
+    hub_config: str | None = None
+    split: str | None = None
+    hub_data_files: list[str] | None = None  # files of the hub repo to load instead of a config
+    hub_sources: list[Any] | None = None  # several hub datasets: [{hub_id, hub_config, split, year}] (aime)
+    fixture: str | None = None  # evaluate/data/<fixture>
+    # prompts and scoring
+    prompt_template: str | None = None
+    prompt_template_stdin: str | None = None  # livecodebench: stdin/stdout problems
+    prompt_template_functional: str | None = None  # livecodebench: problems with starter code
+    code_prefix: str | None = None  # livecodebench: prepended to every program
+    history_max_chars: int | None = None  # multi-turn: the assistant text carried into the next turn
+    score_workers: int = 1  # samples scored concurrently (sandbox, judge)
+    sandbox: dict[str, Any] | None = None  # evaluate.sandbox.Limits
+    shuffle_seed: int = 0  # gpqa: the correct option's position
+    mmath_lang: str | None = None  # aime: the MMATH language of the offline copy
+    years: list[int] | None = None  # aime: which years
+    variant: str | None = None  # m_ifeval_ja: strict | loose
+    source_lang: str | None = None  # wmt20
+    target_lang: str | None = None
+    tokenize: str | None = None  # wmt20: sacrebleu's tokenizer
+    answer_label: str | None = None  # wmt20: the label before the translation
+    offline_reference: str | None = None  # mt_bench: which reference answers the offline copy uses
+    category_temperature: dict[str, float] | None = None  # mt_bench: FastChat's per-category temperatures
+    judge: dict[str, Any] | None = None  # mt_bench: evaluate.judge settings
+
+
 DATA_DIR = files("evaluate") / "data"  # small fixtures in the real schema, shipped with the package
 
 
@@ -111,18 +167,7 @@ def load_rows(cfg, *, offline=None) -> list[dict]:
     """
     source = str(cfg.get("source", "hub"))
     if source == "hub":
-        import datasets
-
-        try:
-            if cfg.get("hub_data_files"):
-                files = list(cfg.hub_data_files)
-                return list(datasets.load_dataset(cfg.hub_id, data_files=files, split=cfg.split))
-            return list(datasets.load_dataset(cfg.hub_id, cfg.get("hub_config"), split=cfg.split))
-        except Exception as e:
-            raise RuntimeError(
-                f"benchmark {cfg.name!r}: could not load {cfg.hub_id} from the hub ({type(e).__name__}: {e}). "
-                f"Offline, use benchmark.{cfg.name}.source=offline|fixture|/path/to/rows.jsonl (or all.source=local)"
-            ) from e
+        return load_hub(cfg, cfg.hub_id, cfg.get("hub_config"), cfg.split, cfg.get("hub_data_files"))
     if source == "offline":
         if offline is None:
             raise ValueError(f"benchmark {cfg.name!r} has no offline copy; use source=hub|fixture|<path>")
@@ -130,6 +175,21 @@ def load_rows(cfg, *, offline=None) -> list[dict]:
     if source == "fixture":
         return _read_local(Path(str(DATA_DIR / cfg.fixture)))
     return _read_local(Path(source))
+
+
+def load_hub(cfg, hub_id: str, hub_config: str | None, split: str, data_files=None) -> list[dict]:
+    """Rows of one hub dataset; a failure (offline, gated, renamed) says how to run without the hub."""
+    import datasets
+
+    try:
+        if data_files:
+            return list(datasets.load_dataset(hub_id, data_files=list(data_files), split=split))
+        return list(datasets.load_dataset(hub_id, hub_config, split=split))
+    except Exception as e:
+        raise RuntimeError(
+            f"benchmark {cfg.name!r}: could not load {hub_id} from the hub ({type(e).__name__}: {e}). "
+            f"Offline, use benchmark.{cfg.name}.source=offline|fixture|/path/to/rows.jsonl (or all.source=local)"
+        ) from e
 
 
 def _read_local(path: Path) -> list[dict]:

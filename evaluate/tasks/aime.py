@@ -8,7 +8,7 @@ that the reasoning-vector paper (spec/000) evaluates beside the English one.
 
 from __future__ import annotations
 
-from evaluate.tasks import Example, load_rows
+from evaluate.tasks import Example, load_hub, load_rows
 from evaluate.tasks.math500 import mmath_rows, score  # noqa: F401  (the same math-verify grading)
 
 
@@ -21,11 +21,9 @@ def _offline(lang: str, years) -> list[dict]:
 
 
 def _hub(cfg) -> list[dict]:
-    import datasets
-
     rows = []
     for src in cfg.hub_sources:
-        for i, r in enumerate(datasets.load_dataset(src.hub_id, src.get("hub_config"), split=src.split)):
+        for i, r in enumerate(load_hub(cfg, src.hub_id, src.get("hub_config"), src.split)):
             rows.append({"problem": r["problem"], "answer": str(r["answer"]), "year": src.year, "row": i})
     return rows
 
