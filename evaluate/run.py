@@ -1,32 +1,40 @@
-"""The evaluate stage, top to bottom: pick the model, then per benchmark generate → parse → score → summarize.
+"""The evaluate stage, top to bottom: check, pick the model, then per benchmark generate → parse → score → summarize.
 
-For each benchmark in ``cfg.benchmark`` (one config each, ``conf/benchmark/<name>.yaml``):
+Before anything runs, every cheap thing is checked (``check_config``: benchmark keys and values, the
+``all.*`` shortcuts, the backend; ``resolve_target``: the model exists and is one), so a typo fails in a
+second with an error naming it, and leaves no run directory behind. Then for each benchmark in
+``cfg.benchmark`` (one config each, ``conf/benchmark/<name>.yaml``):
 
 1. import ``evaluate.tasks.<module>`` and ``load`` its examples (cut to ``limit``);
-2. skip samples already in ``samples.jsonl`` (resumable; a changed setting refuses to mix results);
+2. skip samples already in ``samples.jsonl`` when they were made the same way (``fingerprint``: model,
+   decoding, prompt rendering, scoring keys; ``example_hash``: each example's content); samples made
+   otherwise are refused, never mixed (another ``run_name``, or ``overwrite=true``);
 3. generate the missing samples chunk by chunk, turn by turn (turn k+1 sees the model's turn-k answer);
+   nothing is written before the first chunk is done, so a run that fails early leaves nothing;
 4. parse every generation with ``core.think.parse`` (closed | unclosed | absent), pick the paper-policy
    answer (response if closed, else the trace), let the task ``score`` it, and append the record;
 5. write ``summary.json``: paper and strict scores ± standard error, failure and no-think rates.
 
 Output layout (docs/contracts.md): ``${paths.output_dir}/eval/<run_name>/<benchmark>/samples.jsonl``
-and ``summary.json``.
+and ``summary.json``; ``settings.json`` beside them holds the fingerprint of what made the samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
 import logging
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 from tqdm import tqdm
 
 from core import jsonl, wandb_mode
@@ -34,29 +42,130 @@ from core.assets import resolve_model
 from core.think import parse
 from evaluate import backends, metrics
 from evaluate.sandbox import SandboxUnavailable
-from evaluate.tasks import Example, Verdict
+from evaluate.tasks import BenchmarkConfig, Example, Verdict
 
 log = logging.getLogger(__name__)
 
 
+# ---------------------------------------------------------------- checks before anything runs
+def check_config(cfg: DictConfig) -> None:
+    """Everything cheap, before a model, a dataset or a file is touched; each error names the input and the fix."""
+    if not cfg.benchmark:
+        raise ValueError("no benchmark selected; e.g. benchmark=[math500,aime]")
+    if cfg.backend.name not in backends.NAMES:
+        raise ValueError(f"backend.name={cfg.backend.name!r}; use {'|'.join(backends.NAMES)}")
+    _positive("chunk_size", cfg.chunk_size, "number of samples")
+    every = cfg.get("all") or {}
+    for key, what in (("limit", "number of examples"), ("n", "number of samples"), ("max_tokens", "number of tokens")):
+        if every.get(key) is not None:
+            _positive(f"all.{key}", every[key], f"{what}, or null to keep each benchmark's own")
+    for name in cfg.benchmark:
+        bcfg = with_shortcuts(cfg.benchmark[name], every)
+        check_benchmark(name, bcfg)
+        settings_of(bcfg, cfg.decoding)
+
+
+def check_benchmark(name: str, bcfg: DictConfig) -> None:
+    """One benchmark's config against :class:`~evaluate.tasks.BenchmarkConfig`: known keys, their types,
+    sane values, and a task module that imports."""
+    where = f"conf/benchmark/{name}.yaml or its override"
+    known = [f.name for f in dataclasses.fields(BenchmarkConfig)]
+    unknown = sorted(set(bcfg) - set(known))
+    if unknown:
+        raise ValueError(f"benchmark {name}: unknown key {', '.join(unknown)} (misspelt? fix {where}); "
+                         f"valid keys: {', '.join(known)}")
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(BenchmarkConfig), bcfg)
+    except ValidationError as e:
+        raise ValueError(f"benchmark.{name}.{e.full_key}: {str(e).splitlines()[0]} (fix {where})") from e
+    if missing := sorted(OmegaConf.missing_keys(typed)):
+        raise ValueError(f"benchmark {name}: required key {', '.join(missing)} missing (fix {where})")
+    _positive(f"benchmark.{name}.n", typed.n, "number of samples per example")
+    _positive(f"benchmark.{name}.max_tokens", typed.max_tokens, "number of tokens")
+    if typed.limit is not None:
+        _positive(f"benchmark.{name}.limit", typed.limit, "number of examples, or null for all of them")
+    if typed.temperature < 0 or not 0 < typed.top_p <= 1:
+        raise ValueError(f"benchmark.{name}: temperature={typed.temperature}, top_p={typed.top_p}; "
+                         "need temperature >= 0 and 0 < top_p <= 1")
+    task_module(name, bcfg)
+
+
+def _positive(key: str, value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}={value}: must be a positive {what}")
+
+
+def task_module(name: str, bcfg: DictConfig):
+    try:
+        return importlib.import_module(f"evaluate.tasks.{bcfg.module}")
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"benchmark {name}: module: {bcfg.module} names no evaluate/tasks/{bcfg.module}.py "
+                                  f"(fix conf/benchmark/{name}.yaml)") from e
+
 
 # ---------------------------------------------------------------- what to evaluate
 def resolve_target(cfg: DictConfig) -> tuple[str, str, str | None]:
-    """(model path or hub id, run name, experiment name): checkpoint= > experiment= > model.name_or_path."""
+    """(model path or hub id, run name, experiment name): checkpoint= > experiment= > model.name_or_path.
+    The model must exist: a directory holding a model or a LoRA adapter, or a hub id."""
     exp = OmegaConf.select(cfg, "experiment.name")
     if cfg.get("checkpoint"):
-        model = str(cfg.checkpoint)
+        model, given = str(cfg.checkpoint), f"checkpoint={cfg.checkpoint}"
     elif exp:
-        model = str(Path(cfg.paths.output_dir) / "train" / exp)
+        model, given = str(Path(cfg.paths.output_dir) / "train" / exp), f"experiment={exp}"
         if not Path(model).exists():
             raise FileNotFoundError(
                 f"experiment {exp!r} has no trained model at {model}; train it first "
                 f"(python -m train experiment={exp}) or evaluate another one with checkpoint=/path/to/model"
             )
+    elif OmegaConf.is_missing(cfg.model, "name_or_path"):
+        raise ValueError("nothing to evaluate: set checkpoint=/path/to/model (or a hub id), experiment=NAME "
+                         "(the model python -m train wrote for it), or model.name_or_path=...")
     else:
-        model = str(cfg.model.name_or_path)
+        model, given = str(cfg.model.name_or_path), f"model.name_or_path={cfg.model.name_or_path}"
     run_name = cfg.get("run_name") or exp or _name_from_model(model)
-    return resolve_model(model), run_name, exp
+    model = resolve_model(model)
+    check_model(model, given, exp)
+    return model, run_name, exp
+
+
+def check_model(model: str, given: str, experiment: str | None = None) -> None:
+    """``model`` is a hub id, or a directory with a model (config.json + weights) or a LoRA adapter
+    (adapter_config.json + adapter weights, whose base is checked in turn); else an error naming ``given``."""
+    path = Path(model)
+    if not path.exists():
+        if _is_hub_id(model):
+            return  # the backend (or the server) loads it; its own error says why if it cannot
+        raise FileNotFoundError(f"{given}: no such directory, and not a hub id (org/name); point it at a model "
+                                "directory (config.json + weights) or a hub id")
+    if path.is_dir() and (path / "config.json").is_file() and _any(path, "*.safetensors", "pytorch_model*.bin"):
+        return
+    base = backends.adapter_base(model)
+    if base is not None and _any(path, "adapter_model.safetensors", "adapter_model.bin"):
+        return check_model(base, f"{given}: the base model of its LoRA adapter ({base}, adapter_config.json's "
+                                 "base_model_name_or_path)")
+    inside = sorted(p.name + "/" * p.is_dir() for p in path.iterdir()) if path.is_dir() else []
+    hint = f" Has python -m train experiment={experiment} finished?" if experiment else ""
+    if checkpoints := sorted((n.rstrip("/") for n in inside if n.startswith("checkpoint-")), key=lambda n: (len(n), n)):
+        hint += f" To evaluate its last intermediate checkpoint: checkpoint={path / checkpoints[-1]}"
+    raise FileNotFoundError(
+        f"{given}: {path} holds no model (a model is config.json with *.safetensors or pytorch_model*.bin "
+        "weights; a LoRA adapter is adapter_config.json with adapter_model.safetensors). "
+        f"It holds: {', '.join(inside[:12]) or 'nothing'}.{hint}"
+    )
+
+
+def _any(path: Path, *patterns: str) -> bool:
+    return any(f.is_file() for pattern in patterns for f in path.glob(pattern))
+
+
+def _is_hub_id(name: str) -> bool:
+    if name.startswith(("/", ".", "~")):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _name_from_model(model: str) -> str:
@@ -92,26 +201,115 @@ def with_shortcuts(bcfg: DictConfig, every: DictConfig | None) -> DictConfig:
     return OmegaConf.merge(bcfg, changes) if changes else bcfg
 
 
+# ---------------------------------------------------------------- what determines a sample (resume)
+# Benchmark keys that do not: how many (raising limit or n extends a run), where the examples come from
+# (their content is in each record's example_hash), where a judge is served and how fast. The decoding keys
+# enter as the effective settings (decoding=base changes them).
+_FREE_KEYS = {"limit", "n", "years", "source", "fixture", "hub_id", "hub_config", "split", "hub_data_files",
+              "hub_sources", "base_url", "api_key_env", "score_workers", "concurrency", "timeout", "max_retries",
+              "temperature", "top_p", "max_tokens", "base_greedy"}
+# Backend keys that do: how the prompt is rendered, how long the answer may run, how it is read.
+_BACKEND_KEYS = ("chat_template_kwargs", "extra_body", "think_opened", "max_model_len")
+# The files that make a model directory what it is (weights, config, tokenizer, chat template).
+_MODEL_FILES = ("config.json", "generation_config.json", "adapter_config.json", "*.safetensors", "*.bin",
+                "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def fingerprint(bcfg: DictConfig, cfg: DictConfig, target: dict, settings: dict) -> dict:
+    """What determines a sample besides its example: the model, the effective decoding settings, the backend
+    keys that shape prompt and answer, and every benchmark key that shapes the prompt or the score. Plain
+    JSON values, as ``settings.json`` keeps them."""
+    backend = OmegaConf.to_container(cfg.backend, resolve=True)
+    bench = OmegaConf.to_container(bcfg, resolve=True)
+    fp = {
+        "model": model_identity(target["model"]),
+        **{k: v for k, v in settings.items() if k != "n"},
+        **{f"backend.{k}": backend.get(k) for k in _BACKEND_KEYS},
+        **{k: _without(v, _FREE_KEYS) for k, v in bench.items() if k not in _FREE_KEYS},
+    }
+    return json.loads(json.dumps(fp))
+
+
+def _without(value: Any, keys: set[str]) -> Any:
+    return {k: _without(v, keys) for k, v in value.items() if k not in keys} if isinstance(value, dict) else value
+
+
+def model_identity(model: str) -> str | dict[str, str]:
+    """What a model is, not where it is: a hub id is its name; a directory is, per model file, its size and a
+    hash of its first and last MiB. A retrain at the same path changes it, a copy or a move does not; hashing
+    whole 16 GB checkpoints would cost minutes on a cluster file system, every run."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    files = sorted({f for pattern in _MODEL_FILES for f in path.glob(pattern) if f.is_file()})
+    return {f.name: _sampled_digest(f) for f in files}
+
+
+def _sampled_digest(path: Path, span: int = 1 << 20) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(span))
+        if size > span:
+            f.seek(max(span, size - span))
+            h.update(f.read(span))
+    return f"{size}:{h.hexdigest()[:16]}"
+
+
+def example_hash(ex: Example) -> str:
+    """The content of an example that its samples and their scores depend on (prompt turns, system prompt,
+    reference, meta, hidden tests): another source file or prompt template changes it."""
+    blob = json.dumps([ex.turns, ex.system, ex.reference, ex.meta, ex.private], sort_keys=True,
+                      ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _resume(out_dir: Path, fp: dict, hashes: dict[str, str], run_name: str) -> set[str]:
+    """Ids of the samples already made the same way; an error when the directory holds samples made
+    otherwise (a run never mixes them)."""
+    samples = out_dir / "samples.jsonl"
+    if not samples.exists():
+        return set()
+    fix = f"keep both with another run_name= (e.g. run_name={run_name}-2), or replace them with overwrite=true"
+    marker = out_dir / "settings.json"
+    old = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {}
+    if "model" not in old:
+        raise ValueError(f"{out_dir} holds samples without the fingerprint of what made them (written by an "
+                         f"older version, or not by evaluate); {fix}")
+    if changed := [k for k in sorted(set(old) | set(fp)) if old.get(k) != fp.get(k)]:
+        what = "; ".join(f"{k} (was {_short(old.get(k))}, now {_short(fp.get(k))})" for k in changed)
+        raise ValueError(f"{out_dir} holds samples made with another {what}; {fix}")
+    done, stale = set(), set()
+    for r in jsonl.read(samples):
+        h = hashes.get(r["example_id"])
+        if h is None:
+            continue  # an example not selected now (a lower limit): kept, not used
+        if r.get("example_hash") == h:
+            done.add(r["id"])
+        else:
+            stale.add(r["example_id"])
+    if stale:
+        raise ValueError(f"{out_dir} holds samples of {len(stale)} examples whose content (prompt, reference or "
+                         f"data) is different now, e.g. {sorted(stale)[:3]}: another source file? {fix}")
+    return done
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 # ---------------------------------------------------------------- one benchmark
 def evaluate_benchmark(name: str, bcfg: DictConfig, cfg: DictConfig, get_backend, target: dict) -> dict:
-    try:
-        module = importlib.import_module(f"evaluate.tasks.{bcfg.module}")
-    except ModuleNotFoundError as e:
-        raise ModuleNotFoundError(f"benchmark {name}: module: {bcfg.module} names no evaluate/tasks/{bcfg.module}.py "
-                                  f"(fix conf/benchmark/{name}.yaml)") from e
-    examples: list[Example] = module.load(bcfg)
-    if bcfg.get("limit"):
-        examples = examples[: int(bcfg.limit)]
-    ids = [ex.id for ex in examples]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"benchmark {name}: example id {dup!r} occurs twice; ids must be unique (fix its load())")
+    module = task_module(name, bcfg)
+    examples = load_examples(name, module, bcfg)
     settings = settings_of(bcfg, cfg.decoding)
     out_dir = Path(cfg.output_dir) / name
     samples_path = out_dir / "samples.jsonl"
-    _check_resume(out_dir, settings, bool(cfg.get("overwrite")))
-
-    done = {r["id"] for r in jsonl.read(samples_path)} if samples_path.exists() else set()
+    fp = fingerprint(bcfg, cfg, target, settings)
+    hashes = {ex.id: example_hash(ex) for ex in examples}
+    overwrite = bool(cfg.get("overwrite"))
+    done = set() if overwrite else _resume(out_dir, fp, hashes, target["run_name"])
     todo = [(ex, k) for ex in examples for k in range(settings["n"]) if f"{ex.id}#{k}" not in done]
     log.info("%s: %d examples x %d samples, %d to generate", name, len(examples), settings["n"], len(todo))
 
@@ -120,42 +318,64 @@ def evaluate_benchmark(name: str, bcfg: DictConfig, cfg: DictConfig, get_backend
         backend = get_backend()
         gen_settings = backends.Settings(settings["temperature"], settings["top_p"], settings["max_tokens"], int(cfg.seed),
                                          greedy_override=settings["greedy_override"])
-        writer = jsonl.ShardWriter(out_dir, "samples", fsync=False)
         chunk = int(cfg.chunk_size)
+        writer = None  # opened with the first results: a run that fails before them leaves nothing behind
         bar = tqdm(total=len(todo), desc=f"{name} samples", unit="sample")
-        for start in range(0, len(todo), chunk):
-            part = todo[start : start + chunk]
-            gen_settings.seed = int(cfg.seed) + start + len(done)  # fresh samples after a resume
-            for record in _generate_and_score(part, module, bcfg, backend, gen_settings, name):
-                writer.write(record)
-            bar.update(len(part))
-        bar.close()
-        writer.close()
+        try:
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                gen_settings.seed = int(cfg.seed) + start + len(done)  # fresh samples after a resume
+                records = _generate_and_score(part, module, bcfg, backend, gen_settings, name, hashes)
+                if writer is None:
+                    writer = _open_samples(out_dir, fp, fresh=overwrite)
+                for record in records:
+                    writer.write(record)
+                bar.update(len(part))
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
 
     wanted = {f"{ex.id}#{k}" for ex in examples for k in range(settings["n"])}
     by_id = {r["id"]: r for r in jsonl.read(samples_path) if r["id"] in wanted} if samples_path.exists() else {}
     records = list(by_id.values())
     summary = summarize(records, module, bcfg, settings, target)
     summary["elapsed_s"] = round(time.time() - t0, 2)
-    tmp = out_dir / "summary.json.tmp"  # atomic: a reader (analysis) never sees half a summary
-    tmp.write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, out_dir / "summary.json")
+    _write_json(out_dir / "summary.json", summary)
     return summary
 
 
-def _check_resume(out_dir: Path, settings: dict, overwrite: bool) -> None:
-    marker = out_dir / "settings.json"
-    if overwrite and out_dir.exists():
-        shutil.rmtree(out_dir)
+def load_examples(name: str, module, bcfg: DictConfig) -> list[Example]:
+    """The benchmark's examples, cut to ``limit``; none at all, or an id twice, is an error."""
+    examples: list[Example] = module.load(bcfg)
+    if not examples:
+        raise ValueError(f"benchmark {name}: no examples in source={bcfg.get('source', 'hub')}; "
+                         "point it at rows in the hub's schema, or pick another source")
+    if bcfg.get("limit") is not None:
+        examples = examples[: int(bcfg.limit)]
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"benchmark {name}: example id {dup!r} occurs twice; ids must be unique (fix its load())")
+    return examples
+
+
+def _open_samples(out_dir: Path, fp: dict, fresh: bool) -> jsonl.ShardWriter:
+    """The samples file, with the fingerprint of what makes them beside it. ``fresh`` (overwrite=true) removes
+    the previous samples and summary first: only now, once new samples exist to replace them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if marker.exists():
-        old = json.loads(marker.read_text())
-        if {k: v for k, v in old.items() if k != "n"} != {k: v for k, v in settings.items() if k != "n"}:
-            raise ValueError(
-                f"{out_dir} holds samples made with {old}, not {settings}; use another run_name, "
-                "or overwrite=true to start over"
-            )
-    marker.write_text(json.dumps(settings))
+    if fresh:
+        for old in ("samples.jsonl", "summary.json"):
+            (out_dir / old).unlink(missing_ok=True)
+    _write_json(out_dir / "settings.json", fp)
+    return jsonl.ShardWriter(out_dir, "samples", fsync=False)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomically: a reader (analysis, a resumed run) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def paper_answer(text: str, opened: bool = False) -> tuple[str, str]:
@@ -165,7 +385,7 @@ def paper_answer(text: str, opened: bool = False) -> tuple[str, str]:
     return (p.trace if p.status == "unclosed" else p.response), p.status
 
 
-def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name) -> list[dict]:
+def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, hashes) -> list[dict]:
     """Generate every turn of each (example, sample) in ``part``, then score each sample."""
     convs = []
     for ex, _ in part:
@@ -219,6 +439,7 @@ def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name) -
                 "example_id": ex.id,
                 "sample": k,
                 "benchmark": bench_name,
+                "example_hash": hashes[ex.id],
                 "prompt": [m["content"] for m in convs[i] if m["role"] == "user"],
                 "output": [g.text for g in gens[i]],
                 "turn_status": st,
@@ -295,6 +516,7 @@ def summarize(records: list[dict], module, bcfg: DictConfig, settings: dict, tar
 
 # ---------------------------------------------------------------- the stage
 def run(cfg: DictConfig) -> dict:
+    check_config(cfg)
     model, run_name, exp = resolve_target(cfg)
     target = {
         "model": model,
@@ -304,8 +526,6 @@ def run(cfg: DictConfig) -> dict:
     }
     if not cfg.get("output_dir"):
         cfg.output_dir = str(Path(cfg.paths.output_dir) / "eval" / run_name)
-    if not cfg.benchmark:
-        raise ValueError("no benchmark selected; e.g. benchmark=[math500,aime]")
 
     backend = None
 
@@ -315,17 +535,20 @@ def run(cfg: DictConfig) -> dict:
             backend = backends.build(cfg, model)
         return backend
 
-    run = _start_wandb(cfg, target)
+    wandb_run = None
     results = {}
     for name in cfg.benchmark:
         summary = evaluate_benchmark(name, with_shortcuts(cfg.benchmark[name], cfg.get("all")), cfg, get_backend, target)
         results[name] = summary
         log.info("%s: score %s ± %s (strict %s), failure rate %s", name, summary["score"],
                  summary["score_stderr"], summary["strict_score"], summary["failure_rate"])
-        if run is not None:
-            _log_wandb(run, name, summary, Path(cfg.output_dir) / name / "samples.jsonl", int(cfg.logger.get("table_rows", 200)))
-    if run is not None:
-        run.finish()
+        if wandb_run is None:  # started with the first result: a run that fails before it leaves no W&B files
+            wandb_run = _start_wandb(cfg, target)
+        if wandb_run is not None:
+            _log_wandb(wandb_run, name, summary, Path(cfg.output_dir) / name / "samples.jsonl",
+                       int(cfg.logger.get("table_rows", 200)))
+    if wandb_run is not None:
+        wandb_run.finish()
     if backend is not None:
         backends.close(backend)
     return results

@@ -93,7 +93,12 @@ def test_demo_experiment_composes_and_targets_its_checkpoint(tmp_path):
     assert "max_length" in cfg.trainer and cfg.model.name_or_path == "tiny-qwen3"  # its plain trainer block is tolerated
     with pytest.raises(FileNotFoundError, match="python -m train experiment=demo"):
         runner.resolve_target(cfg)
-    (tmp_path / "runs" / "train" / "demo").mkdir(parents=True)
+    out = tmp_path / "runs" / "train" / "demo"
+    out.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="holds no model"):  # a train output without a model in it
+        runner.resolve_target(cfg)
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(b"")
     model, run_name, exp = runner.resolve_target(cfg)
     assert model == str(tmp_path / "runs" / "train" / "demo") and run_name == "demo" and exp == "demo"
 
