@@ -3,14 +3,17 @@
 The unit of resampling is the **example**: each run's samples.jsonl is reduced to one value per example
 (the mean over its N samples: pass@1 averaged over N for Table 2, the share of unclosed turns for
 Table 3), so the N samples of one example always stay together, and the mean of those values is the
-summary's score. The bootstrap is `scipy.stats.bootstrap` (percentile method) with `paired=True` on a
-(runs × examples) matrix: one draw of example indices is applied to every run of a benchmark, so the
-bootstrap distributions of two runs over the same examples are paired and their difference is the
-paired bootstrap of the difference. Two runs are compared by
+summary's score. One draw of example indices serves every run of a benchmark (`bootstrap_means`), so
+the bootstrap distributions of two runs over the same examples are paired and their difference is the
+paired bootstrap of the difference; the interval is the percentile interval. Two runs are compared by
 
 - McNemar's exact test (statsmodels) when each example has one 0/1 sample in both runs (N = 1), else
 - the paired bootstrap: p = 2 · min(P*(Δ ≤ 0), P*(Δ ≥ 0)), the smallest level whose percentile
   interval of Δ excludes 0.
+
+"Best" is decided by one such test, top value against the runner-up, per column. The list of significant
+pairs (compare.md) tests every pair of a table — all columns — and corrects for that many tests
+(`significance.correction`, Holm by default): it is read as one list.
 
 Only runs over the same examples with comparable settings are compared. A cell whose per-example mean
 does not reproduce its summary (a corpus-level metric such as BLEU, or a samples.jsonl holding other
@@ -31,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
@@ -40,7 +42,7 @@ from core import jsonl
 
 CORRECTIONS = ("holm", "bonferroni", "fdr_bh", "none")
 TOLERANCE = 1e-6  # per-example mean vs the summary's value
-MAX_ELEMENTS = 4_000_000  # bootstrap batch size bound: runs × batch × examples floats in memory at once
+MAX_ELEMENTS = 4_000_000  # bootstrap batch bound: resamples × examples draws in memory at once
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Column:
     best: list[str]           # bold: beats the runner-up by the paired test
     tied: list[str]           # the top value and every row the test cannot separate from it
     test: str                 # what decided: "best", "tied", "untested" (why), "" (fewer than 2 contenders)
-    pairs: list[dict] = field(default_factory=list)   # every compared pair: a, b, diff, p, method, p_adjusted, significant
+    pairs: list[dict] = field(default_factory=list)   # every compared pair: a, b, diff, p, method (+ adjust())
 
 
 def analyse(benchmark: str, values: dict[str, float], examples: dict[str, Examples | None], groups: dict[str, object],
@@ -148,13 +150,11 @@ def analyse(benchmark: str, values: dict[str, float], examples: dict[str, Exampl
     key_of: dict[str, tuple] = {}
     for key in sorted(usable, key=lambda k: sorted(usable[k])):
         rows = sorted(usable[key])
-        matrix = np.stack([examples[r].values for r in rows])
-        res = stats.bootstrap((matrix,), np.mean, n_resamples=opts.resamples, batch=_batch(matrix),
-                              paired=True, vectorized=True, axis=-1, confidence_level=opts.level,
-                              method="percentile", rng=rng)
+        means = bootstrap_means(np.stack([examples[r].values for r in rows]), opts.resamples, rng)
+        low, high = np.quantile(means, [opts.alpha / 2, 1 - opts.alpha / 2], axis=1)
         for i, r in enumerate(rows):
-            cells[r].low, cells[r].high = float(res.confidence_interval.low[i]), float(res.confidence_interval.high[i])
-            dist[r], key_of[r] = res.bootstrap_distribution[i], key
+            cells[r].low, cells[r].high = float(low[i]), float(high[i])
+            dist[r], key_of[r] = means[i], key
 
     def compare(a: str, b: str) -> dict | None:
         if a not in dist or b not in dist or key_of[a] != key_of[b]:
@@ -184,18 +184,40 @@ def analyse(benchmark: str, values: dict[str, float], examples: dict[str, Exampl
             test = "tied"
             tied = [top] + [r for r in ranked[1:] if (c := compare(top, r)) is None or c["p"] >= opts.alpha]
 
-    # Every pair of comparable rows, corrected for the number of pairs tested in this column.
     pairs = [c for i, a in enumerate(sorted(dist)) for b in sorted(dist)[i + 1:] if (c := compare(a, b))]
-    if pairs:
-        ps = [c["p"] for c in pairs]
-        adjusted = ps if opts.correction == "none" else multipletests(ps, alpha=opts.alpha, method=opts.correction)[1]
-        for c, adj in zip(pairs, adjusted):
-            c["p_adjusted"], c["significant"] = float(adj), bool(adj < opts.alpha)
     return Column(benchmark, cells, best, tied, test, pairs)
 
 
-def _batch(matrix: np.ndarray) -> int:
-    return max(1, MAX_ELEMENTS // matrix.size)
+def bootstrap_means(matrix: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(runs × resamples): the mean of each row of `matrix` (runs × examples) over `resamples` resamples of
+    the examples, one draw of example indices shared by every run.
+
+    Written out rather than calling scipy.stats.bootstrap: a resample's mean is the examples' values
+    weighted by how often each was drawn, so all runs of a benchmark take one matrix product per batch
+    instead of gathering runs × resamples × examples values — several times faster at the paper's scale
+    (bench/results/analysis_significance.md). It draws exactly as scipy.stats.bootstrap(paired=True) does
+    (`rng.integers(0, n, (batch, n))`), and the tests check it gives scipy's percentile interval."""
+    runs, n = matrix.shape
+    out = np.empty((runs, resamples))
+    step = max(1, MAX_ELEMENTS // n)
+    for lo in range(0, resamples, step):
+        b = min(step, resamples - lo)
+        draws = rng.integers(0, n, (b, n))
+        counts = np.bincount((draws + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+        out[:, lo:lo + b] = matrix @ counts.T / n
+    return out
+
+
+def adjust(columns: dict[str, Column], opts: Options) -> None:
+    """Correct the p-values of every pair of one table (all its columns: compare.md lists them as one list)
+    for the number of pairs tested; sets p_adjusted and significant."""
+    pairs = [c for col in columns.values() for c in col.pairs]
+    if not pairs:
+        return
+    ps = [c["p"] for c in pairs]
+    adjusted = ps if opts.correction == "none" else multipletests(ps, alpha=opts.alpha, method=opts.correction)[1]
+    for c, adj in zip(pairs, adjusted):
+        c["p_adjusted"], c["significant"] = float(adj), bool(adj < opts.alpha)
 
 
 def _why_untested(cells: dict[str, Cell], a: str, b: str) -> str:
@@ -208,8 +230,9 @@ def _why_untested(cells: dict[str, Cell], a: str, b: str) -> str:
 def record(columns: dict[str, dict[str, Column]], opts: Options) -> dict:
     """significance.json: the options (seed included) and, per table and benchmark, what was marked and why."""
     return {**asdict(opts),
-            "method": "percentile bootstrap over examples (scipy.stats.bootstrap, paired=True); pairs: McNemar exact "
-                      "(one 0/1 sample per example) or paired bootstrap",
+            "method": "percentile bootstrap over examples, one draw per benchmark shared by its runs; best vs "
+                      "runner-up and pairs: McNemar exact (one 0/1 sample per example) or paired bootstrap; pairs "
+                      "corrected over all pairs of a table",
             "rng": "numpy.random.default_rng([seed, zlib.crc32(benchmark)])",
             "best": {w: {b: {"best": c.best, "tied": c.tied, "test": c.test} for b, c in cols.items()}
                      for w, cols in columns.items()}}
@@ -240,6 +263,7 @@ def for_tables(data: Collected, opts: Options) -> dict[str, dict[str, Column]]:
             out[measure][b] = analyse(b, {r: float(frame.loc[r, b]) for r in rows},
                                       {r: examples.get((r, b), {}).get(measure) for r in rows},
                                       {r: _group(data, r, b) for r in rows}, contenders, higher, opts)
+        adjust(out[measure], opts)
     return out
 
 

@@ -280,7 +280,7 @@ def failure_kinds_of(long: pd.DataFrame, row_id: str) -> pd.DataFrame | None:
 
 def significant_pairs(columns: dict[str, dict[str, Column]], opts) -> str:
     """compare.md section: per benchmark, which experiment pairs differ significantly (Tables 2 and 3)."""
-    correction = "no correction" if opts.correction == "none" else f"{opts.correction}-adjusted over the pairs of a column"
+    correction = "no correction" if opts.correction == "none" else f"{opts.correction}-adjusted over every pair of the table"
     lines = [f"**Which differences are real** (paired tests over the same examples: McNemar exact when every example "
              f"has one 0/1 sample, else a paired bootstrap; p {correction}, significant below "
              f"{round(opts.alpha * 100, 2):g} %; bootstrap: {opts.resamples:,} resamples over examples, seed "

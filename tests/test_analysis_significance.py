@@ -65,10 +65,25 @@ def test_mcnemar_for_one_sample_per_example_matches_the_exact_binomial(analysed)
     assert m.loc[("1", "4"), "method"] == "McNemar exact"
     assert m.loc[("1", "4"), "p"] == pytest.approx(stats.binomtest(0, 8, 0.5).pvalue)   # 8 discordant, all for 1
     assert m.loc[("1", "2"), "p"] == pytest.approx(stats.binomtest(0, 60, 0.5).pvalue)
-    # Holm over the three pairs of the column: smallest p times 3, then times 2, then as is (monotone).
-    raw = m["p"].sort_values()
-    want = np.maximum.accumulate(raw.to_numpy() * np.array([3, 2, 1])).clip(max=1)
-    assert m.loc[raw.index, "p_adjusted"].to_numpy() == pytest.approx(want)
+    # Holm over every pair of the table (3 in M500, 3 in GPQ): sorted p times 6, 5, …, 1, kept monotone.
+    table = pairs[pairs["table"] == "score"].sort_values("p")
+    want = np.maximum.accumulate(table["p"].to_numpy() * np.arange(6, 0, -1)).clip(max=1)
+    assert table["p_adjusted"].to_numpy() == pytest.approx(want)
+    assert list(table["significant"]) == list(want < 0.05)
+
+
+def test_bootstrap_means_is_scipys_paired_percentile_bootstrap():
+    """The hand-written weighted-mean bootstrap draws as scipy.stats.bootstrap(paired=True) does: same
+    generator, same interval for every run."""
+    from analysis.significance import bootstrap_means
+
+    matrix = np.random.default_rng(5).random((4, 300)).round()
+    means = bootstrap_means(matrix, 999, np.random.default_rng(11))
+    res = stats.bootstrap((matrix,), np.mean, n_resamples=999, paired=True, vectorized=True, axis=-1,
+                          method="percentile", rng=np.random.default_rng(11))
+    np.testing.assert_allclose(np.quantile(means, [0.025, 0.975], axis=1),
+                               [res.confidence_interval.low, res.confidence_interval.high], rtol=1e-12)
+    np.testing.assert_allclose(means, res.bootstrap_distribution, rtol=1e-12)
 
 
 def test_compare_md_lists_the_significant_pairs_and_the_seed(analysed):
