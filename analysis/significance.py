@@ -127,7 +127,7 @@ class Column:
 
 def analyse(benchmark: str, values: dict[str, float], examples: dict[str, Examples | None], groups: dict[str, object],
             contenders: list[str], higher_is_better: bool, opts: Options) -> Column:
-    """Intervals for every row of one column; the best among `contenders`; every significant pair.
+    """Intervals for every row of one column; the best among `contenders`; every pair that can be compared.
 
     values: row -> the summary's value; examples: row -> its per-example values (None: no samples.jsonl);
     groups: row -> comparability key (rows with different keys are never compared)."""
