@@ -3,6 +3,8 @@
 - score_vs_failure.png: one panel per benchmark, score against failure rate, a point per experiment.
 - bars_score.png / bars_failure.png: per-experiment bars, grouped by benchmark, Japanese and English panels.
 - failure_vs_length.png: English failure rate against the mean length of the STEM data (X_l).
+- failure_kinds.png: one panel per benchmark, a stacked bar per experiment: the share of its samples
+  that failed by looping, by running out of budget, with a truncated answer, or otherwise.
 """
 
 from __future__ import annotations
@@ -90,6 +92,36 @@ def failure_vs_length(failures: pd.DataFrame, lengths: pd.Series, path: Path) ->
     ax.set_xlabel("mean trace+response length of STEM data (k tokens)")
     ax.set_ylabel("failure rate (unclosed </think>)")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def failure_kinds(long: pd.DataFrame, kinds: tuple[str, ...], path: Path) -> Path:
+    """Stacked shares of samples per failure kind (`long`: tables.failure_kinds' CSV frame)."""
+    cols = paper.ordered(dict.fromkeys(long["benchmark"]))
+    ncol = min(4, max(1, len(cols)))
+    nrow = max(1, math.ceil(len(cols) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.8 * nrow), squeeze=False)
+    colors = dict(zip(kinds, ("tab:red", "tab:orange", "tab:purple", "tab:gray")))
+    for ax, col in zip(axes.flat, cols):
+        rows = long[long["benchmark"] == col]
+        x = np.arange(len(rows))
+        bottom = np.zeros(len(rows))
+        n = pd.to_numeric(rows["n_samples"], errors="coerce").to_numpy(float)
+        for kind in kinds:
+            share = pd.to_numeric(rows[kind], errors="coerce").to_numpy(float) / n
+            share = np.nan_to_num(share)  # a kind the summary does not count: no segment
+            ax.bar(x, share, 0.7, bottom=bottom, color=colors.get(kind), label=kind.replace("_", " "))
+            bottom += share
+        ax.set_xticks(x, [str(i) for i in rows["id"]], fontsize=7)
+        ax.set_title(f"{paper.label(col)} ({paper.lang(col) or '?'})", fontsize=9)
+        ax.set_ylabel("share of samples", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

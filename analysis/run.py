@@ -1,23 +1,27 @@
-"""The analysis stage, top to bottom: collect -> Tables 1-3 -> Table 4 regression -> comparison -> plots -> report.
+"""The analysis stage, top to bottom: collect -> Tables 1-3 (intervals, significance) -> failure anatomy and
+answer policies -> Table 4 regression -> comparison -> plots -> report.
 
 Everything lands in `cfg.output_dir` (default `${paths.output_dir}/analysis/<source>/`):
-table1.md/.csv, table2.md/.csv (scores), table3.md/.csv (failure rates), table4.md/.csv (+ table4_terms.csv
+table1.md/.csv, table2.md/.csv (scores), table3.md/.csv (failure rates), table{2,3}_cells.csv (intervals and
+marks), failure_kinds.md/.csv, policies.md/.csv, significance.csv/.json, table4.md/.csv (+ table4_terms.csv
 with every coefficient and p-value), table4_vs_paper.md/.csv (source=paper), compare.md (runs beside
-the paper's rows), *.png, and report.md which strings them together. Returns a dict of the key numbers.
+the paper's rows, significant pairs), *.png, and report.md which strings them together. Nothing is
+written before every input has been read and checked. Returns a dict of the key numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from analysis import collect, paper, plots, reproduce, tables
-from core import wandb_mode
+from analysis import collect, paper, plots, reproduce, significance, tables
 from analysis.regression import TABLE4_ROWS, Fit, Reading, factors, long_table, regress, table4
+from core import wandb_mode
 
 log = logging.getLogger(__name__)
 
@@ -25,29 +29,58 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict:
     if cfg.source not in ("runs", "paper"):
         raise ValueError(f"source={cfg.source!r} is unknown: use source=runs (your runs) or source=paper")
+    opts = significance.Options.from_cfg(cfg.significance)
+    reading = Reading.from_cfg(cfg.regression)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = collect.from_paper() if cfg.source == "paper" else collect.collect(cfg)
+    runs = cfg.source == "runs"
+    columns = significance.for_tables(data, opts) if runs and cfg.significance.enabled else None
+    out.mkdir(parents=True, exist_ok=True)
     title = "the paper's own Tables 1-3" if cfg.source == "paper" else f"runs under {cfg.paths.output_dir}"
     sections: list[str] = [f"# Analysis of {title}"]
     result: dict = {"source": cfg.source, "output_dir": str(out), "experiments": data.names, "missing": data.missing}
 
-    # ---- Tables 1-3
+    # ---- Tables 1-3, with intervals and tested "best" for runs
     md, csv = tables.table1(data.table1)
     _write(out, "table1", md, csv, index=False)
     sections.append(md)
-    md, csv = tables.results_table(data.scores, True, "Table 2: benchmark scores")
-    _write(out, "table2", md, csv)
-    sections.append(md)
-    md, csv = tables.results_table(data.failures, False, "Table 3: failure rates (unclosed </think>)")
-    _write(out, "table3", md, csv)
-    sections.append(md)
+    marks = tables.cell_marks(data)
+    for name, frame, higher, what, title in (
+            ("table2", data.scores, True, "score", "Table 2: benchmark scores"),
+            ("table3", data.failures, False, "failure", "Table 3: failure rates (unclosed </think>)")):
+        cols = columns[what] if columns is not None else ({} if runs else None)
+        md, csv = tables.results_table(frame, higher, title, cols, marks, opts.level)
+        _write(out, name, md, csv)
+        if cols:
+            tables.cells_frame(cols, marks).to_csv(out / f"{name}_cells.csv", index=False)
+        sections.append(md)
+    if columns is not None:
+        pairs = pd.concat([significance.pairs_frame(columns[w], w) for w in ("score", "failure")], ignore_index=True)
+        pairs.to_csv(out / "significance.csv", index=False)
+        record = significance.record(columns, opts)
+        (out / "significance.json").write_text(json.dumps(record, indent=2) + "\n")
+        result["significance"] = {**dataclasses.asdict(opts),
+                                  "best": {w: {b: c["best"] for b, c in cols.items()} for w, cols in record["best"].items()}}
+
+    # ---- why samples failed, and the three answer policies (issue 14; runs only)
+    anatomy = tables.failure_kinds(data) if runs else None
+    if anatomy:
+        md, long = anatomy
+        _write(out, "failure_kinds", md, long, index=False)
+        sections.append(md)
+    if runs:
+        md, long = tables.policies(data)
+        if md:
+            _write(out, "policies", md, long, index=False)
+            sections.append(md)
+    if data.notes:
+        sections.append("**Not comparable, shown anyway** (allow_incomparable=true; cells marked ≠, never bold or "
+                        "tested against their column)\n\n" + "\n".join(f"- {n}" for n in data.notes))
     if data.missing:
         sections.append("**Missing inputs** (shown as — above, never as 0)\n\n" + "\n".join(
             f"- {i} ({data.names.get(i, i)}): {m}" for i, ms in data.missing.items() for m in ms))
 
     # ---- Table 4
-    reading = Reading.from_cfg(cfg.regression)
     fits: dict[str, Fit] = {}
     r2_fits: dict[str, Fit] | None = None
     if cfg.regression.enabled:
@@ -82,8 +115,9 @@ def run(cfg: DictConfig) -> dict:
         (out / "table4_vs_paper.md").write_text(md + "\n")
         sections.append(md)
         result["table4_match"] = reproduce.score(cmp)
-    elif cfg.source == "runs":
-        md = _comparison_view(data)
+    elif runs:
+        md = "\n\n".join(filter(None, [_comparison_view(data, anatomy[1] if anatomy else None),
+                                       tables.significant_pairs(columns, opts) if columns is not None else ""]))
         if md:
             (out / "compare.md").write_text(md + "\n")
             sections.append(md)
@@ -98,6 +132,8 @@ def run(cfg: DictConfig) -> dict:
         stem_only = dataclasses.replace(reading, no_stem="drop")
         lengths = factors(data.table1, stem_only)[0]["length"] if not data.table1.empty else pd.Series(dtype=float)
         images["failure_vs_length"] = plots.failure_vs_length(data.failures, lengths, out / "failure_vs_length.png")
+        if anatomy:
+            images["failure_kinds"] = plots.failure_kinds(anatomy[1], tables.KINDS, out / "failure_kinds.png")
         sections.append("\n".join(f"![{k}]({p.name})" for k, p in images.items()))
     result["images"] = {k: str(p) for k, p in images.items()}
 
@@ -164,13 +200,18 @@ def _table4_vs_paper(cmp: pd.DataFrame) -> str:
     )
 
 
-def _comparison_view(data: collect.Collected) -> str:
-    """Each collected experiment that has a paper id, its scores and failure rates beside the paper's."""
+def _comparison_view(data: collect.Collected, anatomy: pd.DataFrame | None) -> str:
+    """Each collected experiment that has a paper id, its scores and failure rates beside the paper's,
+    and beside its failure rates (Table 3) why its samples failed."""
     parts = []
     for row_id, name in data.names.items():
         blocks = [tables.comparison(data.scores, paper.table2(), row_id, "score"),
                   tables.comparison(data.failures, paper.table3(), row_id, "failure rate")]
         texts = [tables.comparison_markdown(b) for b in blocks if b is not None]
+        kinds = tables.failure_kinds_of(anatomy, row_id) if anatomy is not None and blocks[1] is not None else None
+        if kinds is not None:
+            texts.append("why its samples failed (samples per kind; loop rate = share of all samples)\n\n"
+                         + tables.markdown(kinds))
         data_stats = tables.table1_comparison(data.table1, paper.table1(), row_id)
         if data_stats is not None:
             texts.append(tables.table1_comparison_markdown(data_stats))
@@ -193,7 +234,7 @@ def _log_wandb(cfg: DictConfig, out: Path, images: dict) -> None:
         config={"source": cfg.source, "regression": OmegaConf.to_container(cfg.regression, resolve=True)},
     )
     payload = {f"plots/{k}": wandb.Image(str(p)) for k, p in images.items()}
-    for name in ("table2", "table3", "table4", "table4_vs_paper"):
+    for name in ("table2", "table3", "failure_kinds", "policies", "table4", "table4_vs_paper"):
         f = out / f"{name}.csv"
         if f.is_file():
             payload[f"tables/{name}"] = wandb.Table(dataframe=pd.read_csv(f, dtype=str).fillna(""))

@@ -124,8 +124,8 @@ def resolve(ref: str, role: str) -> Path:
                           "/ unset HF_HUB_OFFLINE") from e
 
 
-def open_checkpoint(ref: str, role: str) -> Checkpoint:
-    path = resolve(ref, role)
+def open_checkpoint(ref: str, role: str, path: Path) -> Checkpoint:
+    """Read the safetensors headers of the directory `ref` resolved to (`resolve`)."""
     if not (path / "config.json").exists():
         raise VectorError(f"vector.{role}={ref!r}: {path} has no config.json; pass a transformers model directory")
     config = json.loads((path / "config.json").read_text())
@@ -266,8 +266,6 @@ def plan_merge(base: Checkpoint, reasoner: Checkpoint, target: Checkpoint, *, we
         raise VectorError(f"vector.tied_policy={tied_policy!r}: use keep_target or untie")
     if dtype != "target" and dtype not in DTYPE_NAMES:
         raise VectorError(f"vector.dtype={dtype!r}: use target, {', '.join(DTYPE_NAMES)}")
-    if not math.isfinite(float(weight)):
-        raise VectorError(f"vector.weight={weight!r} must be a finite number")
 
     # Architecture: the same model class and the same structure, vocabulary size aside.
     structures = {ck.role: _structure(ck) for ck in cks}
@@ -480,6 +478,66 @@ def _copy_side_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
+# What a merge writes besides its shards and the target's side files (both listed in manifest.json).
+MERGE_FILES = {"config.json", "manifest.json", "model.safetensors.index.json", "resolved_config.yaml"}
+
+
+def _number(value, key: str, example: str) -> float:
+    """A finite float from a YAML number or a command-line string; anything else names the key."""
+    try:
+        if isinstance(value, bool):  # float(True) is 1.0: almost surely a typo, not a weight
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise VectorError(f"vector.{key}={value!r} is not allowed: use a finite number, "
+                          f"e.g. vector.{key}={example}")
+    return number
+
+
+def _check_no_overlap(out: Path, inputs: dict[str, Path]) -> None:
+    """The output may never be an input, contain one or lie inside one (symlinks resolved): replacing
+    it would delete the input, writing into it would change it."""
+    for role, path in inputs.items():
+        path = path.resolve()
+        if out == path or out in path.parents or path in out.parents:
+            how = "is" if out == path else "contains" if out in path.parents else "lies inside"
+            raise VectorError(f"output_dir={str(out)!r} overlaps vector.{role}: it {how} {path}. The output may "
+                              "never overlap an input model, overwrite or not; pick an output_dir outside "
+                              "the three models")
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """An existing non-empty output_dir is replaced only with overwrite, and only when it is a previous
+    merge output — its manifest.json says method reasoning_vector — holding nothing but what that merge
+    wrote (shards, side files, MERGE_FILES). Anything else there is someone's data."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise VectorError(f"output_dir={str(out)!r} is a file: pick a directory path for the merged model")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise VectorError(f"output_dir={str(out)!r} exists and is not empty: pick another output_dir, or pass "
+                          "vector.overwrite=true to replace a previous merge output")
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("method") != "reasoning_vector":
+        raise VectorError(f"output_dir={str(out)!r} is not the output of a previous merge (no manifest.json with "
+                          "method: reasoning_vector), so vector.overwrite=true does not replace it: pick "
+                          "another output_dir")
+    written = {*manifest.get("shards", []), *manifest.get("side_files", []), *MERGE_FILES}
+    foreign = [e for e in entries if e not in written or not (out / e).is_file()]
+    if foreign:
+        raise VectorError(f"output_dir={str(out)!r} is a previous merge output but holds {foreign[:10]} that the "
+                          "merge did not write; overwriting would delete them. Move them out or pick another "
+                          "output_dir")
+
+
 def merge(base: str, reasoner: str, target: str, output_dir: str | Path, weight: float = 0.5, *,
           include=None, exclude=None, layers=None, layer_pattern: str = r"(?:^|\.)layers\.(\d+)\.",
           vocab_policy: str = "shared_rows", tied_policy: str = "keep_target", dtype: str = "target",
@@ -487,12 +545,13 @@ def merge(base: str, reasoner: str, target: str, output_dir: str | Path, weight:
           resolved_config: str | None = None) -> dict:
     """Write θ_target + weight·(θ_reasoner − θ_base) to `output_dir`; return the manifest."""
     start = time.perf_counter()
-    weight = float(weight)
+    weight = _number(weight, "weight", "0.5")
+    chunk_mb = _number(chunk_mb, "chunk_mb", "4")
     out = Path(output_dir).expanduser().resolve()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise VectorError(f"output_dir={str(out)!r} exists and is not empty: pick another output_dir or "
-                          "pass vector.overwrite=true")
-    cks = {role: open_checkpoint(ref, role) for role, ref in zip(ROLES, (base, reasoner, target))}
+    paths = {role: resolve(ref, role) for role, ref in zip(ROLES, (base, reasoner, target))}
+    _check_no_overlap(out, paths)
+    _check_replaceable(out, overwrite)
+    cks = {role: open_checkpoint(ref, role, paths[role]) for role, ref in zip(ROLES, (base, reasoner, target))}
     plan = plan_merge(cks["base"], cks["reasoner"], cks["target"], weight=weight, include=include,
                       exclude=exclude, layers=layers, layer_pattern=layer_pattern, vocab_policy=vocab_policy,
                       tied_policy=tied_policy, dtype=dtype)
@@ -537,7 +596,7 @@ def merge(base: str, reasoner: str, target: str, output_dir: str | Path, weight:
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         if resolved_config is not None:
             (tmp / "resolved_config.yaml").write_text(resolved_config)
-        if out.exists():  # overwrite (checked above) or an empty directory
+        if out.exists():  # a previous merge output with overwrite, or an empty directory (checked above)
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.replace(out, old)
             os.replace(tmp, out)
