@@ -3,9 +3,10 @@
 A *zygote* — a warm, standard-library-only interpreter (``python -I -B -S``) — is started once per
 scoring thread. It makes itself non-dumpable (inherited by every fork: no other process of its uid can
 open its ``/proc/<pid>/fd`` or memory), drops to its own unused unprivileged uid when the evaluator is
-root, and enters new user, network (no interface), IPC, mount (``/proc`` replaced by an empty read-only
-tmpfs) and PID namespaces, of which it is PID 1. For each sample it forks a *supervisor* that confines
-itself before any untrusted code runs (ctypes in the single-threaded child, never in the evaluator):
+root, and enters new user, network (no interface), IPC, PID (it is PID 1) and mount namespaces; in the
+latter ``/proc`` is an empty tmpfs and every mount is read-only except the directory that holds the
+samples' directories. For each sample it forks a *supervisor* that confines itself before any
+untrusted code runs (ctypes in the single-threaded child, never in the evaluator):
 
 - no new privileges, no capabilities;
 - Landlock: reads and execution only beneath the interpreter's and the system's directories
@@ -21,8 +22,8 @@ supervisor (a child subreaper) kills and reaps every process the test left. The 
 forged by ending the process: a test passes only when the harness, after the program (and in
 functional mode the call) returned, wrote the per-test random token the supervisor generated — any
 other exit, 0 included, fails. Expected outputs are out of the program's reach: the supervisor reads
-each from a file outside the sample's directory, through a descriptor the test process closes, after
-the test ended. Every line to the evaluator carries the sample's sequence number; strays are
+each from a file in a read-only directory Landlock keeps tests out of, through a descriptor the test
+process closes, after the test ended. Every line to the evaluator carries the sample's sequence number; strays are
 discarded. Before the zygote returns a verdict it kills and reaps everything of the sample (the
 sample's wall-clock limit is enforced there too); when the evaluator dies, the zygote sees its stdin
 close and exits, and as PID 1 its death ends every process of its namespace.
@@ -50,6 +51,7 @@ Tests stop at the first failure (as LiveCodeBench does): the verdict only needs 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import logging
@@ -74,9 +76,10 @@ import builtins, ctypes, json, os, platform, resource, select, signal, sys, sysc
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x20000, 0x8000000, 0x10000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 4, 22, 36, 38
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 2, 4, 8, 4096
 # Syscalls the seccomp filter refuses, per architecture: (AUDIT_ARCH, {name: number}).
 SECCOMP = {
     "x86_64": (0xC000003E, {"socket": 41, "connect": 42, "socketpair": 53, "add_key": 248, "request_key": 249,
@@ -116,6 +119,11 @@ class Prog(ctypes.Structure):  # struct sock_fprog
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
 
 
+class MountAttr(ctypes.Structure):  # struct mount_attr
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
 class CapHeader(ctypes.Structure):  # struct __user_cap_header_struct
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
@@ -123,7 +131,8 @@ class CapHeader(ctypes.Structure):  # struct __user_cap_header_struct
 def landlock_rules(abi):
     """(handled fs rights, rights for the sample's directory, [(O_PATH fd, rights)] of what else it may use)."""
     fs = (1 << 13) - 1  # ABI 1: execute, write_file, read_file, read_dir, remove_*, make_*
-    fs |= (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0) | (1 << 15 if abi >= 5 else 0)  # refer, truncate, ioctl_dev
+    # refer (ABI 2), truncate (ABI 3), ioctl_dev (ABI 5)
+    fs |= (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0) | (1 << 15 if abi >= 5 else 0)
     EXECUTE, WRITE, READ_FILE, READ_DIR = 1, 2, 4, 8
     rules = [(p, EXECUTE | READ_FILE | (READ_DIR if os.path.isdir(p) else 0)) for p in READ]
     rules += [("/dev/null", READ_FILE | WRITE | (1 << 14 if abi >= 3 else 0)), ("/dev/zero", READ_FILE),
@@ -363,7 +372,7 @@ builtins.exit = builtins.quit = sys.exit  # what `site` would add (the interpret
 caller_root = os.getuid() == 0
 if caller_root:
     # root is exempt from RLIMIT_NPROC in every namespace: become this zygote's own unprivileged uid
-    uid = int(sys.argv[1])
+    uid = int(sys.argv[2])
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
@@ -373,13 +382,21 @@ SANDBOX_UID = os.getuid()
 libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 LANDLOCK_ABI = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
 # Once per zygote: a user namespace (capabilities only over what it owns; RLIMIT_NPROC applies), a network
-# namespace with no usable interface, an IPC namespace, a mount namespace whose /proc is an empty read-only
-# tmpfs (no process of the machine, the evaluator's included, is visible inside) and a PID namespace.
+# namespace with no usable interface, an IPC namespace, a PID namespace and a mount namespace in which /proc
+# is an empty tmpfs (no process of the machine, the evaluator's included, is visible) and every mount is
+# read-only (no chmod, chown, utime, xattr or write outside) but the evaluator's directory for this zygote.
+BASE = sys.argv[1].encode()
 error = None
 if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWNS | CLONE_NEWPID) != 0:
     error = failed("unshare(user|net|ipc|mount|pid)")
-elif libc.mount(b"none", b"/proc", b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k") != 0:
+elif libc.mount(b"none", b"/proc", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k") != 0:
     error = failed("mount(tmpfs on /proc)")
+# mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, {set: MOUNT_ATTR_RDONLY})
+elif libc.syscall(442, -100, b"/", 0x8000, ctypes.byref(MountAttr(1, 0, 0, 0)), 32) != 0:
+    error = failed("mount_setattr(/, read-only)")
+elif (libc.mount(BASE, BASE, None, MS_BIND, None) != 0  # a mount of its own, then writable again
+      or libc.syscall(442, -100, BASE, 0, ctypes.byref(MountAttr(0, 1, 0, 0)), 32) != 0):
+    error = failed("mount(bind %s, writable)" % sys.argv[1])
 elif LANDLOCK_ABI < 1:
     error = "Landlock unavailable: " + failed("landlock_create_ruleset")
 elif platform.machine() not in SECCOMP:
@@ -474,16 +491,16 @@ def _state(ready: dict) -> None:
     """Log, once per process, what the kernel lets the sandbox enforce and what it does not."""
     abi = ready["landlock_abi"]
     who = (f"its own uid {ready['uid']} (the evaluator is root)" if ready["caller_root"] else
-           "the caller's uid (not root: the caller's files are kept out by Landlock, not by the uid)")
-    said = (f"code sandbox: {who}; user, network, IPC, PID and mount namespaces (an empty /proc); "
+           "the caller's uid (not root: the caller's files are kept out by Landlock and read-only mounts, not by the uid)")
+    said = (f"code sandbox: {who}; user, network, IPC, PID and mount namespaces (an empty /proc, every "
+            "mount read-only but the samples' directories); "
             f"Landlock ABI {abi} (reads: interpreter and system directories; writes: the sample's directory"
             f"{'; TCP bind/connect refused' if abi >= 4 else ''}"
             f"{'; signals and abstract unix sockets scoped' if abi >= 6 else ''}); "
             f"seccomp on {ready['arch']} (no socket(), connect(), io_uring, keyrings); no new privileges, "
             "no capabilities, non-dumpable; rlimits per test")
     missing = [what for need, what in (
-        (3, "Landlock truncate rights (ABI 3): truncate() of a file outside the sample's directory is not refused "
-            "by Landlock, only by file permissions"),
+        (3, "Landlock truncate rights (ABI 3): truncate() stays confined by the read-only mounts"),
         (4, "Landlock TCP rules (ABI 4): TCP stays closed by the network namespace and seccomp"),
         (6, "Landlock signal scoping (ABI 6): signals stay confined by the PID namespace"),
     ) if abi < need]
@@ -501,21 +518,34 @@ class _Zygote:
 
     def __init__(self):
         self.uid = _sandbox_uid()
+        self.base = tempfile.mkdtemp(prefix="sbx-")  # the samples' directories: the one place writable inside
+        self.hidden = tempfile.mkdtemp(prefix="sbx-")  # their expected outputs: read-only inside, read by no test
+        if os.getuid() == 0:
+            os.chmod(self.base, 0o711)
+            os.chmod(self.hidden, 0o711)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", "HOME": "/nonexistent"}
-        self.proc = subprocess.Popen(
-            [python_executable(), "-I", "-B", "-S", "-c", HARNESS, str(self.uid)],
-            cwd="/",
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [python_executable(), "-I", "-B", "-S", "-c", HARNESS, self.base, str(self.uid)],
+                cwd="/",
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except (OSError, RuntimeError):
+            self._remove_dirs()
+            raise
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
         self.buf = b""
         self.seq = itertools.count(1)
-        lines = self._read_until(0, "READY", time.monotonic() + 60)
+        try:
+            lines = self._read_until(0, "READY", time.monotonic() + 60)
+        except (OSError, RuntimeError):
+            self.close()
+            raise
         self.ready = json.loads(lines[-1][len("READY "):])
 
     def alive(self) -> bool:
@@ -567,6 +597,11 @@ class _Zygote:
             except ProcessLookupError:
                 pass
             self.proc.wait()
+        self._remove_dirs()
+
+    def _remove_dirs(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+        shutil.rmtree(self.hidden, ignore_errors=True)
 
 
 _idle: list[_Zygote] = []
@@ -615,23 +650,20 @@ def run(code: str, tests: list[dict], mode: str = "script", *, fn_name: str | No
     if not tests:
         return Result(False, "no_tests")
     z = _take()
-    # <root>/run: the sample's directory (all it may write); <root>/expected.bin: outputs it never sees
-    root = tempfile.mkdtemp(prefix="sbx-")
-    work, expected = os.path.join(root, "run"), os.path.join(root, "expected.bin")
+    work = tempfile.mkdtemp(dir=z.base)  # all the sample may write
+    fd, expected = tempfile.mkstemp(dir=z.hidden)  # the outputs it is compared with
     try:
-        os.mkdir(work)
         outputs = [str(t.get("output", "")).encode() for t in tests]
         offsets = list(itertools.accumulate((len(o) for o in outputs), initial=0))
-        with open(expected, "wb") as f:
+        with open(fd, "wb") as f:
             f.write(b"".join(outputs))
         spec = {"code": code, "tests": [{"input": str(t.get("input", ""))} for t in tests], "mode": mode,
                 "fn_name": fn_name, "limits": limits.__dict__, "expected": list(zip(offsets, map(len, outputs)))}
         with open(os.path.join(work, "spec.json"), "w") as f:
             json.dump(spec, f)
         if os.getuid() == 0:
-            os.chmod(root, 0o711)
-            for path in (work, expected):
-                os.chown(path, z.uid, z.uid)
+            os.chown(work, z.uid, z.uid)
+            os.chmod(expected, 0o644)
         try:
             lines, timed_out = z.run(work, expected, limits.wall_s)
         except (RuntimeError, OSError) as e:  # the zygote died (or stopped answering): a failed sample
@@ -652,7 +684,9 @@ def run(code: str, tests: list[dict], mode: str = "script", *, fn_name: str | No
     finally:
         if z is not None:
             _give(z)
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):  # gone with its zygote's directories if that was closed
+            os.unlink(expected)
 
 
 def _sandbox_uid() -> int:

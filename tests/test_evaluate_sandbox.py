@@ -34,7 +34,8 @@ def test_infinite_loop_is_stopped():
 def test_fork_bomb_is_contained_and_cleaned_up():
     marker = f"{900 + secrets.randbelow(99)}.{secrets.randbelow(10 ** 6):06d}"
     # every process forks until the process limit says no, then becomes `sleep <marker>`
-    code = f"import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        os.execv('/bin/sleep', ['sleep', '{marker}'])"
+    code = ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+            f"        os.execv('/bin/sleep', ['sleep', '{marker}'])")
     r, secs = run(code)
     assert not r.passed and secs < 8
     left = []

@@ -136,9 +136,15 @@ def test_no_sandbox_process_outlives_an_evaluator_that_is_killed_mid_sample():
         sandbox.run({code!r}, [{{"input": "", "output": ""}}], "stdio",
                     limits=sandbox.Limits(cpu_s=100, test_wall_s=100, wall_s=100))
     """)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    got = survivors([sys.executable, "-c", evaluator], kill_after=3.0, env=env)
-    assert got["returncode"] == -9 and got["left"] == [], got
+    tmp = tempfile.mkdtemp(prefix="sbx-test-")  # a killed evaluator cannot remove its sandbox directories
+    os.chmod(tmp, 0o711)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": tmp}
+    try:
+        got = survivors([sys.executable, "-c", evaluator], kill_after=3.0, env=env)
+        assert got["returncode"] == -9 and got["left"] == [], got
+        assert any(os.listdir(Path(tmp, d)) for d in os.listdir(tmp))  # a sample was in flight when it died
+    finally:
+        shutil.rmtree(tmp)
 
 
 # ------------------------------------------------------------------ the caller's machine
@@ -169,6 +175,29 @@ def test_no_socket_reaches_the_host_not_even_a_unix_socket():
         assert len(accepted) == 1  # nothing from the sandbox arrived
     finally:
         srv.close()
+        shutil.rmtree(d)
+
+
+def test_nothing_outside_its_directory_changes_not_even_a_world_writable_file():
+    d = tempfile.mkdtemp(prefix="sbx-test-")
+    os.chmod(d, 0o777)
+    target = Path(d, "shared.txt")
+    target.write_text("keep")
+    target.chmod(0o666)
+    os.utime(target, (1_000_000, 1_000_000))
+    t = str(target)
+    code = (f"import os\nfor f in (lambda: os.utime({t!r}), lambda: os.truncate({t!r}, 0),\n"
+            f"          lambda: open({t!r}, 'a').write('x'), lambda: os.setxattr({t!r}, 'user.x', b'1'),\n"
+            f"          lambda: os.chmod({t!r}, 0o600), lambda: open({d!r} + '/new', 'w')):\n"
+            "    try:\n        f()\n        print('changed')\n    except OSError as e:\n"
+            "        print(type(e).__name__)\n")
+    try:
+        r = run(code)
+        assert r.tests[0]["status"] == "ok" and "changed" not in r.tests[0]["stdout"], r
+        st = target.stat()
+        assert (target.read_text(), st.st_mtime, oct(st.st_mode & 0o777), os.listdir(d)) == \
+            ("keep", 1_000_000, "0o666", ["shared.txt"])
+    finally:
         shutil.rmtree(d)
 
 
@@ -212,6 +241,13 @@ for pid in os.listdir("/proc"):
 print(4)
 """
 results = {"uid": os.getuid(), "read": sandbox.run(read, SUM, "stdio", limits=FAST).__dict__}
+# what Landlock does not cover: metadata of the caller's files (mode, times, extended attributes)
+meta = (f"import os\nfor f in (lambda: os.chmod({secret!r}, 0o644), lambda: os.utime({secret!r}, (0, 0)),\n"
+        f"          lambda: os.setxattr({secret!r}, 'user.x', b'1'), lambda: os.truncate({secret!r}, 0)):\n"
+        "    try:\n        f()\n        print('changed')\n    except OSError as e:\n        print(type(e).__name__)\n")
+results["meta"] = sandbox.run(meta, SUM, "stdio", limits=FAST).__dict__
+st = os.stat(secret)
+results["secret_after"] = [oct(st.st_mode & 0o777), st.st_mtime > 0, open(secret).read()]
 results["forge"] = sandbox.run(forge, SUM, "stdio", limits=FAST).__dict__
 time.sleep(0.5)
 results["after"] = [sandbox.run(c, SUM, "stdio", limits=FAST).passed
@@ -251,6 +287,12 @@ def test_a_non_root_callers_private_files_stay_private(non_root):
     r = non_root["read"]
     assert not r["passed"] and "PermissionError" in r["tests"][0]["stderr"], r
     assert "CALLER-SECRET-4711" not in json.dumps(r)  # nor in the stored stderr tail
+
+
+def test_a_non_root_sample_cannot_change_the_callers_files_metadata(non_root):
+    r = non_root["meta"]
+    assert "changed" not in r["tests"][0].get("stdout", "x"), r
+    assert non_root["secret_after"] == ["0o600", True, "CALLER-SECRET-4711"]
 
 
 def test_a_non_root_sample_cannot_forge_records_through_proc(non_root):
