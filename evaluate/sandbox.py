@@ -92,7 +92,7 @@ paths = sysconfig.get_paths()
 READ = sorted({os.path.realpath(p) for p in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc",
                paths["stdlib"], paths["platstdlib"], sysconfig.get_config_var("LIBDIR") or "/usr/lib",
                sys.executable) if os.path.exists(p)})
-spec = L = SEQ = None  # set in each sample's process
+spec = L = SEQ = None  # per sample: SEQ in the zygote, spec and its limits L in the supervisor
 
 
 def failed(what):
@@ -221,7 +221,7 @@ def test_process(test, token, report):
         os.dup2(os.open("in.txt", os.O_RDONLY), 0)
         os.dup2(os.open("out.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
         os.dup2(os.open("err.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
-        os.closerange(3, 1 << 16)  # the expected outputs' descriptor and the evaluator's pipe among them
+        os.closerange(3, 1 << 16)  # the expected outputs' descriptor among them (the evaluator's pipe was fd 1)
         limit_self()
         result = run_program(test)
         sys.stdout.flush()
@@ -378,7 +378,6 @@ if caller_root:
     os.setuid(uid)
 # Non-dumpable, inherited by every fork: /proc/<pid>/{fd,mem,environ} of sandbox processes stay closed to code
 # under the same uid (and ptrace, process_vm_*, pidfd_getfd with them).
-SANDBOX_UID = os.getuid()
 libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 LANDLOCK_ABI = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
 # Once per zygote: a user namespace (capabilities only over what it owns; RLIMIT_NPROC applies), a network
@@ -411,7 +410,7 @@ else:
     # kernel kills every process of the namespace.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 SEQ = 0
-say("READY " + json.dumps({"uid": SANDBOX_UID, "caller_root": caller_root, "landlock_abi": LANDLOCK_ABI,
+say("READY " + json.dumps({"caller_root": caller_root, "landlock_abi": LANDLOCK_ABI,
                            "arch": platform.machine(), "error": error}))
 while not error:
     line = sys.stdin.readline()
@@ -445,7 +444,7 @@ class Limits:
     wall_s: float = 60.0  # wall seconds for the whole sample (all its tests)
     memory_mb: int = 2048  # address space per process
     file_mb: int = 16  # largest file a process may write
-    nproc: int = 16  # processes of the sandbox's uid in its user namespace (supervisor included)
+    nproc: int = 16  # processes of the sandbox in its user namespace (its zygote's two and the supervisor included)
 
 
 @dataclass
@@ -490,8 +489,8 @@ _stated: set[str] = set()
 def _state(ready: dict) -> None:
     """Log, once per process, what the kernel lets the sandbox enforce and what it does not."""
     abi = ready["landlock_abi"]
-    who = (f"its own uid {ready['uid']} (the evaluator is root)" if ready["caller_root"] else
-           "the caller's uid (not root: the caller's files are kept out by Landlock and read-only mounts, not by the uid)")
+    who = ("an unused uid per sandbox (the evaluator is root)" if ready["caller_root"] else
+           "the caller's uid (not root: its files are kept out by Landlock and read-only mounts, not by the uid)")
     said = (f"code sandbox: {who}; user, network, IPC, PID and mount namespaces (an empty /proc, every "
             "mount read-only but the samples' directories); "
             f"Landlock ABI {abi} (reads: interpreter and system directories; writes: the sample's directory"

@@ -304,9 +304,11 @@ def test_a_non_root_sample_cannot_forge_records_through_proc(non_root):
 def test_the_isolation_in_force_is_logged_with_the_kernels_landlock_abi():
     libc = ctypes.CDLL(None, use_errno=True)
     abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
-    evaluator = ("import logging\nlogging.basicConfig(level=logging.INFO)\nfrom evaluate import sandbox\n"
-                 f"assert sandbox.run({RIGHT!r}, {SUM!r}, 'stdio').passed\n"
-                 f"assert sandbox.run({RIGHT!r}, {SUM!r}, 'stdio').passed\n")
+    # four concurrent sandboxes, as score_workers=4 starts
+    evaluator = ("import logging\nlogging.basicConfig(level=logging.INFO)\n"
+                 "from concurrent.futures import ThreadPoolExecutor\nfrom evaluate import sandbox\n"
+                 "with ThreadPoolExecutor(4) as pool:\n"
+                 f"    assert all(pool.map(lambda _: sandbox.run({RIGHT!r}, {SUM!r}, 'stdio').passed, range(8)))\n")
     out = subprocess.run([sys.executable, "-c", evaluator], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr[-2000:]
