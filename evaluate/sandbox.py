@@ -398,6 +398,8 @@ elif (libc.mount(BASE, BASE, None, MS_BIND, None) != 0  # a mount of its own, th
     error = failed("mount(bind %s, writable)" % sys.argv[1])
 elif LANDLOCK_ABI < 1:
     error = "Landlock unavailable: " + failed("landlock_create_ruleset")
+elif not hasattr(os, "pidfd_open"):
+    error = "the sandbox interpreter %s lacks os.pidfd_open (Python >= 3.9 on Linux >= 5.3)" % sys.executable
 elif platform.machine() not in SECCOMP:
     error = "no seccomp filter for the %s architecture (x86_64, aarch64)" % platform.machine()
 else:
