@@ -1,6 +1,7 @@
 """The code sandbox contains what model-written programs may do; each ends as a failed sample."""
 
 import os
+import secrets
 import socket
 import threading
 import time
@@ -31,27 +32,20 @@ def test_infinite_loop_is_stopped():
 
 
 def test_fork_bomb_is_contained_and_cleaned_up():
-    code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    marker = f"{900 + secrets.randbelow(99)}.{secrets.randbelow(10 ** 6):06d}"
+    # every process forks until the process limit says no, then becomes `sleep <marker>`
+    code = ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n"
+            f"        os.execv('/bin/sleep', ['sleep', '{marker}'])")
     r, secs = run(code)
     assert not r.passed and secs < 8
-    time.sleep(0.5)
-    if os.getuid() != 0:
-        pytest.skip("only a root evaluator gives each sandbox its own uid to count processes by")
-    zygotes = {z.proc.pid: z.uid for z in sandbox._idle}
-    assert zygotes  # the sandbox's uid is known: count what still runs under it
-    left = [pid for pid, uid in _process_uids() if uid in zygotes.values() and pid not in zygotes]
-    assert left == []  # the PID namespace died with its init: no stray process survives
-
-
-def _process_uids():
+    left = []
     for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                status = (p / "status").read_text()
-            except OSError:
-                continue
-            uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
-            yield int(p.name), uid
+        try:
+            if p.name.isdigit() and marker.encode() in (p / "cmdline").read_bytes():
+                left.append(p.name)
+        except OSError:
+            pass
+    assert left == []  # the sample's processes are gone when its verdict is in
 
 
 def test_huge_allocation_fails_inside_the_sandbox():
@@ -72,7 +66,7 @@ def test_network_connect_is_blocked():
     time.sleep(0.2)
     assert len(accepted) == 1
     r, _ = run(code)
-    assert not r.passed and "OSError" in r.tests[0]["stderr"] or "Network is unreachable" in r.tests[0]["stderr"]
+    assert not r.passed and "PermissionError" in r.tests[0]["stderr"]  # seccomp: no socket() at all
     time.sleep(0.2)
     assert len(accepted) == 1  # nothing from the sandbox arrived
     srv.close()
