@@ -24,7 +24,7 @@ nor tell a loop from a table; see bench/results/loops.md). All steps are numpy p
    non-repeating text begins, instead of averaging it in. The periodic tail starts one period
    before its first repeated unit.
 5. It counts when it spans ``min_repeats`` periods, ``min_share`` of the sequence and ``min_tokens``
-   tokens; of several candidates the best-scoring tail wins (a multiple of the period scores lower).
+   tokens; of several candidates the best-scoring tail wins (multiples of a period found are skipped).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ STATUSES = get_args(Status)  # what core.think.parse says of a think block
 _NGRAM = {"token": 3, "char": 6}  # n-gram length per unit: long enough that chance matches are rare
 # Units inserted or deleted in one period that still leave it "the same period" (plus 1/32 of the period).
 _SHIFT = {"token": 3, "char": 12}
-_CANDIDATES = 4  # periods checked
+_CANDIDATES = 4  # periods checked from each of two counts
+_CHAIN = 8  # earlier occurrences of an n-gram looked at to find candidate periods
 _MIN_PROBE = 64  # n-grams looked at, at least, to find candidate periods
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier of the rolling hash
 
@@ -80,21 +81,23 @@ def find_loop(seq: Sequence[int] | str, *, min_repeats: float = 3.0, min_share: 
     if n < k + 2:
         return None
     grams = _Ngrams(units, k)
-    best = None
-    for p in _candidate_periods(grams, n, min_repeats, min_share):
+    found: list[tuple[float, Loop]] = []
+    for p in sorted(_candidate_periods(grams, n, min_repeats, min_share)):
         shift = min(p // 4, _SHIFT[unit] + p // 32)
-        # The tail must hold (min_repeats − 1) periods of repeats and min_share of the sequence: reject a
-        # candidate cheaply on that last stretch before scoring the whole sequence.
+        if any(abs(p - round(p / loop.period) * loop.period) <= shift for _, loop in found):
+            continue  # about a multiple of a period already found (which a counter's digits can make score higher)
+        # The tail must hold (min_repeats − 1) periods of repeats and min_share of the sequence, so that
+        # last stretch must be repeated as a whole: reject a candidate there before scoring everything.
         probe = int(min(n, max(_MIN_PROBE, (min_repeats - 1) * p, min_share * n - p)))
-        if _tail_score(grams.repeated(p, shift, n - probe), tolerance)[1] <= 0:
+        if grams.repeated(p, shift, n - probe).mean() <= 1 - tolerance:
             continue
         start, score = _tail_score(grams.repeated(p, shift, 0), tolerance)
         begin = max(0, start - p)  # the first period is the one the later ones repeat
         repeats = (n - begin) / p
         long_enough = n - begin >= min_share * n and _tokens(units[begin:], unit) >= min_tokens
-        if score > 0 and repeats >= min_repeats and long_enough and (best is None or score > best[0]):
-            best = (score, Loop(period=p, start=begin, repeats=round(repeats, 2), unit=unit))
-    return None if best is None else best[1]
+        if score > 0 and repeats >= min_repeats and long_enough:
+            found.append((score, Loop(period=p, start=begin, repeats=round(repeats, 2), unit=unit)))
+    return max(found, key=lambda f: f[0])[1] if found else None
 
 
 def failure_kind(status: str, finish_reason: str | None, seq: Sequence[int] | str | None,
@@ -151,12 +154,19 @@ class _Ngrams:
         self.hash = h & ~self.low
         self.keys = np.sort(self.hash | np.arange(m, dtype=np.uint64))  # by hash, then by position
 
-    def previous(self, at: np.ndarray) -> np.ndarray:
-        """The previous occurrence of the n-gram at each position of ``at`` (−1 where none)."""
-        j = np.searchsorted(self.keys, self.hash[at] | at.astype(np.uint64))  # the position's own key
-        before = self.keys[np.maximum(j - 1, 0)]
-        same = (j > 0) & ((before & ~self.low) == self.hash[at])
-        return np.where(same, (before & self.low).astype(np.int64), -1)
+    def earlier(self, at: np.ndarray, depth: int) -> list[np.ndarray]:
+        """Distances from each position of ``at`` to the 1st, 2nd, … ``depth``-th earlier occurrence of its
+        n-gram (each array holds the positions that have one): the keys just before a position's own key."""
+        rank = np.searchsorted(self.keys, self.hash[at] | at.astype(np.uint64))
+        out = []
+        for t in range(1, depth + 1):
+            before = self.keys[np.maximum(rank - t, 0)]
+            keep = (rank >= t) & ((before & ~self.low) == self.hash[at])
+            at, rank = at[keep], rank[keep]  # a group is contiguous: past its first key, nothing earlier
+            if not at.size:
+                break
+            out.append(at - (before[keep] & self.low).astype(np.int64))
+        return out
 
     def repeated(self, p: int, shift: int, lo: int) -> np.ndarray:
         """For units lo..n−1: does the unit lie in an n-gram that also occurs p ± shift units earlier?"""
@@ -168,24 +178,27 @@ class _Ngrams:
         found = self.keys[np.minimum(j, self.m - 1)]
         same = (j < self.m) & ((found & ~self.low) == (q & ~self.low))
         ok = same & ((found & self.low) <= (q & self.low) + np.uint64(2 * shift))
-        starts = ((q[ok] & self.low) + np.uint64(p + shift)).astype(np.int64)
+        starts = ((q[ok] & self.low) + np.uint64(p + shift)).astype(np.int64) - lo  # relative to unit lo
         # n-gram i covers units i..i+k−1: a unit is repeated when one of the k n-grams over it is.
-        cover = np.zeros(self.m + self.k, dtype=np.int64)
-        cover[starts] += 1  # positions are distinct: no two updates hit one index
-        cover[starts + self.k] -= 1
-        return (np.cumsum(cover[:-1]) > 0)[lo:]
+        size = self.m + self.k - 1 - lo
+        cover = np.bincount(np.maximum(starts, 0), minlength=size + 1) - np.bincount(starts + self.k, minlength=size + 1)
+        return np.cumsum(cover[:size]) > 0
 
 
-def _candidate_periods(grams: _Ngrams, n: int, min_repeats: float, min_share: float) -> list[int]:
-    """The most frequent distances to the previous occurrence over the last n-grams."""
+def _candidate_periods(grams: _Ngrams, n: int, min_repeats: float, min_share: float) -> set[int]:
+    """The most frequent distances from the last n-grams to their previous occurrence, and to any of their
+    last _CHAIN occurrences: in a loop every n-gram occurs one period back, also when it occurs within
+    the period too (then only the second count shows the period)."""
     probe = int(min(grams.m, max(_MIN_PROBE, min_share * n)))
-    at = np.arange(grams.m - probe, grams.m)
-    prev = grams.previous(at)
-    dist = (at - prev)[(prev >= 0) & (at - prev <= n / min_repeats)]
-    if not dist.size:
-        return []
-    values, counts = np.unique(dist, return_counts=True)
-    return [int(v) for v in values[np.argsort(-counts, kind="stable")[:_CANDIDATES]]]
+    dists = [d[d <= n / min_repeats] for d in grams.earlier(np.arange(grams.m - probe, grams.m), _CHAIN)]
+    if not dists or not dists[0].size:
+        return set()
+    return _most_frequent(dists[0]) | _most_frequent(np.concatenate(dists))
+
+
+def _most_frequent(values: np.ndarray) -> set[int]:
+    values, counts = np.unique(values, return_counts=True)
+    return {int(v) for v in values[np.argsort(-counts, kind="stable")[:_CANDIDATES]]}
 
 
 def _tail_score(hit: np.ndarray, tolerance: float) -> tuple[int, float]:

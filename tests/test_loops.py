@@ -104,11 +104,35 @@ def test_long_multi_paragraph_period_as_text_and_qwen3_token_ids(qwen3_tokenizer
     assert loop is not None and loop.period == len(unit) + 2 and len(prefix) - 3 <= loop.start <= len(prefix)
 
 
+def test_period_whose_every_phrase_also_occurs_inside_it(qwen3_tokenizer):
+    """The unit says the same 8 sentences 5 times in 5 orders: every n-gram was last seen inside the period,
+    only its 5th earlier occurrence is one period back."""
+    sentences = [t.strip() for t in EN_PARAGRAPH.replace("\n", " ").split(". ")] + [
+        "Now compute the remainder modulo 7", "The remainder is 3 in every case", "Check k = 0 and k = 1 by hand"]
+    orders = [random.Random(i).sample(sentences, len(sentences)) for i in range(5)]
+    unit = "".join(". ".join(o) + ".\n" for o in orders)
+    prefix = "\n\n".join(mt_bench_answers("en")[:20]) + "\n\n"
+    for seq, unit_len, prefix_len in ((prefix + unit * 8, len(unit), len(prefix)),
+                                      (qwen3_tokenizer.encode(prefix) + qwen3_tokenizer.encode(unit) * 8,
+                                       len(qwen3_tokenizer.encode(unit)), len(qwen3_tokenizer.encode(prefix)))):
+        loop = find_loop(seq)
+        assert loop is not None and loop.period == unit_len and periodic_from(seq, loop)
+        assert prefix_len - 3 <= loop.start <= prefix_len
+
+
 # ---------------------------------------------------------------- near-cycles
 COUNTER_LINES = {
     "en": "Step {i}: we add 3 to the running total and compare it with the target value again.\n",
     "ja": "ステップ{i}：合計に3を足して、もう一度目標の値と比べます。\n",
 }
+
+
+def test_counter_reports_its_period_not_a_multiple():
+    """At 10 periods back only the tens digit differs, so a multiple matches better: still the line's period."""
+    prefix = "\n\n".join(mt_bench_answers("en")[:8]) + "\n\n"
+    lines = [f"Step {i}: check.\n" for i in range(100, 900)]
+    loop = find_loop(prefix + "".join(lines))
+    assert loop is not None and loop.period == len(lines[0]) and abs(loop.start - len(prefix)) <= len(lines[0])
 
 
 @pytest.mark.parametrize("lang", ["en", "ja"])
