@@ -14,8 +14,9 @@ nor tell a loop from a table; see bench/results/loops.md). All steps are numpy p
 1. Units: token ids as given, or the code points of text. Every n-gram (3 tokens / 6 chars) is hashed
    and the (hash, position) pairs sorted once: "where else does this n-gram occur?" is then a binary
    search, vectorised over all positions.
-2. Candidate periods: the most frequent distances to that previous occurrence near the end — in a
-   loop of period p nearly every n-gram was last seen p units earlier.
+2. Candidate periods: the most frequent distances from the last n-grams to their previous occurrence,
+   and to any of their last 8 occurrences — in a loop of period p every n-gram occurred p units
+   earlier, even one that also recurs inside the period.
 3. A unit is *repeated* for period p when it lies in an n-gram that also occurs p ± a small shift
    earlier (the shift absorbs a few inserted or deleted units). A counter's digit or an edited word
    is then the only unrepeated unit; a table whose numbers change in every row is mostly unrepeated.
@@ -85,7 +86,7 @@ def find_loop(seq: Sequence[int] | str, *, min_repeats: float = 3.0, min_share: 
     for p in sorted(_candidate_periods(grams, n, min_repeats, min_share)):
         shift = min(p // 4, _SHIFT[unit] + p // 32)
         if any(abs(p - round(p / loop.period) * loop.period) <= shift for _, loop in found):
-            continue  # about a multiple of a period already found (which a counter's digits can make score higher)
+            continue  # about a multiple of a period found (a counter's digits can make it score higher)
         # The tail must hold (min_repeats − 1) periods of repeats and min_share of the sequence, so that
         # last stretch must be repeated as a whole: reject a candidate there before scoring everything.
         probe = int(min(n, max(_MIN_PROBE, (min_repeats - 1) * p, min_share * n - p)))
@@ -181,7 +182,8 @@ class _Ngrams:
         starts = ((q[ok] & self.low) + np.uint64(p + shift)).astype(np.int64) - lo  # relative to unit lo
         # n-gram i covers units i..i+k−1: a unit is repeated when one of the k n-grams over it is.
         size = self.m + self.k - 1 - lo
-        cover = np.bincount(np.maximum(starts, 0), minlength=size + 1) - np.bincount(starts + self.k, minlength=size + 1)
+        cover = np.bincount(np.maximum(starts, 0), minlength=size + 1)
+        cover -= np.bincount(starts + self.k, minlength=size + 1)
         return np.cumsum(cover[:size]) > 0
 
 

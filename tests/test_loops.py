@@ -247,7 +247,7 @@ def test_inputs():
 LOOPING = "Some progress first. " + "Let me check the sum again: 3 + 4 = 7.\n" * 60
 PROGRESSING = "\n\n".join(mmath_problems("en")[:40])
 
-EXPECTED = [  # (status, finish_reason, trace, kind) — the contract of CONTRACT_14 / docs/contracts.md
+EXPECTED = [  # (status, finish_reason, trace, kind) — the contract in docs/contracts.md
     *[("unclosed", fr, LOOPING, "loop") for fr in ("length", "stop", None)],
     ("unclosed", "length", PROGRESSING, "runaway"),
     ("unclosed", "length", None, "runaway"),
@@ -258,7 +258,8 @@ EXPECTED = [  # (status, finish_reason, trace, kind) — the contract of CONTRAC
 ]
 
 
-@pytest.mark.parametrize("status,finish_reason,trace,kind", EXPECTED)
+@pytest.mark.parametrize("status,finish_reason,trace,kind", EXPECTED, ids=[
+    f"{s}-{fr}-{'none' if t is None else 'looping' if t is LOOPING else 'progressing'}" for s, fr, t, _ in EXPECTED])
 def test_failure_kind_for_every_status_and_finish_reason(status, finish_reason, trace, kind, qwen3_tokenizer):
     assert kind is None or kind in FAILURE_KINDS
     assert failure_kind(status, finish_reason, trace) == kind
