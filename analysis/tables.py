@@ -19,11 +19,10 @@ import pandas as pd
 from analysis import paper
 from analysis.collect import BASE, Collected
 from analysis.significance import Column
+from core.loops import FAILURE_KINDS as KINDS  # in the order shown
 
 MISSING = "—"
 FIXTURE, INCOMPARABLE = "†", "≠"
-# The failure kinds of core.loops.FAILURE_KINDS (docs: CONTRACT of issue 14), in the order shown.
-KINDS = ("loop", "runaway", "truncated_answer", "other")
 
 
 def _fmt(x, digits: int = 3) -> str:
