@@ -7,17 +7,28 @@ backend. N samples of one prompt are N copies of its conversation (vLLM shares t
 ``opened`` records whether the rendered generation prompt already ended with ``<think>`` (templates
 that force thinking do this); ``core.think.parse(text, opened=...)`` needs it to tell an unclosed
 trace from a plain answer.
+
+Budget forcing (the ``forced`` answer policy): ``force(convs, gens, cue, settings)`` takes generations
+that ended with the think block open and returns, for each, the response after a forced ``</think>``:
+the in-process backends continue the token sequence (prompt ids + generated ids + the ids of
+``"\n</think>\n\n" + cue``; vLLM lets its engine force ``</think>`` instead where the installed version
+has ``SamplingParams.thinking_token_budget``), an OpenAI-compatible server continues the rendered prompt
+through its completions endpoint. ``forced_path`` names the mechanism. When prompt, trace and the answer
+budget do not fit in ``max_model_len``, the last tokens of the trace are dropped to make room.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from core.think import CLOSE, OPEN
@@ -29,6 +40,10 @@ class Generation:
     finish_reason: str  # stop | length
     n_tokens: int | None = None  # completion tokens
     opened: bool = False  # the prompt already opened <think>
+    # In-process backends only, kept in memory (never written): the completion's token ids without its stop
+    # token (the loop detector reads them) and the prompt's, to continue the sequence when forcing.
+    token_ids: Sequence[int] | None = None
+    prompt_ids: Sequence[int] | None = None
 
 
 @dataclass
@@ -44,6 +59,18 @@ def prompt_opens_think(rendered_prompt: str) -> bool:
     return rendered_prompt.rstrip().endswith(OPEN)
 
 
+FORCED_CLOSE = f"\n{CLOSE}\n\n"  # how a forced answer closes the trace (as core.think.format_assistant does)
+
+
+def forced_sequence(prompt_ids: Sequence[int], gen_ids: Sequence[int], tail_ids: Sequence[int], max_tokens: int,
+                    max_model_len: int) -> list[int]:
+    """The token sequence a forced answer continues: prompt + generated trace + tail (closing tag and cue).
+    When it and ``max_tokens`` more would not fit in ``max_model_len`` (a trace that filled the context),
+    the last tokens of the trace are dropped to make room: the answer is forced that much earlier."""
+    keep = max(0, max_model_len - len(prompt_ids) - len(tail_ids) - max_tokens)
+    return [*prompt_ids, *gen_ids[:keep], *tail_ids]
+
+
 NAMES = ("auto", "vllm", "openai", "transformers")
 
 
@@ -55,17 +82,20 @@ def adapter_base(model: str) -> str | None:
     return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
 
 
-def build(cfg, model: str):
-    """The backend named by ``cfg.backend.name`` (auto = vllm when it and a GPU are there, else transformers)."""
+def build(cfg, model: str, forcing: bool = False):
+    """The backend named by ``cfg.backend.name`` (auto = vllm when it and a GPU are there, else transformers).
+    ``forcing``: some selected benchmark will force answers (``policy.forced``), so the backend checks it
+    can, before anything is generated."""
     name = cfg.backend.name
     if name == "auto":
         name = "vllm" if _vllm_usable() else "transformers"
     if name == "transformers":
         return TransformersBackend(model, cfg.backend)
     if name == "openai":
-        return OpenAIBackend(model, cfg.backend)
+        return OpenAIBackend(model, cfg.backend, forcing=forcing)
     if name == "vllm":
-        return VLLMBackend(model, cfg.backend)
+        use_budget = forcing and bool(OmegaConf.select(cfg, "policy.forced.vllm_thinking_budget", default=True))
+        return VLLMBackend(model, cfg.backend, thinking_budget=use_budget)
     raise ValueError(f"unknown backend.name={name!r}; use {'|'.join(NAMES)}")
 
 
@@ -86,6 +116,8 @@ class TransformersBackend:
     peft is installed); its tokenizer is the adapter's own if it saved one, else the base model's.
     """
 
+    forced_path = "continue"
+
     def __init__(self, model: str, bcfg):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,6 +133,7 @@ class TransformersBackend:
         self.batch_size = int(bcfg.get("batch_size", 8))
         self.max_model_len = int(bcfg.get("max_model_len", 32768))
         self.template_kwargs = dict(bcfg.get("chat_template_kwargs") or {})
+        self.eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
 
     def render(self, conv: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(
@@ -108,29 +141,41 @@ class TransformersBackend:
         )
 
     def generate(self, convs: list[list[dict]], settings: Settings) -> list[Generation]:
+        prompts = [self.render(c) for c in convs]
+        ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        out = []
+        for prompt, prompt_ids, (gen, finish, n) in zip(prompts, ids, self._continue(ids, settings)):
+            text = self.tokenizer.decode(gen, skip_special_tokens=True)
+            out.append(Generation(text, finish, n, prompt_opens_think(prompt), token_ids=gen, prompt_ids=prompt_ids))
+        return out
+
+    def force(self, convs: list[list[dict]], gens: list[Generation], cue: str, settings: Settings) -> list[str]:
+        """The response after a forced ``</think>`` + cue, continuing each generation's own token sequence."""
+        tail = self.tokenizer(FORCED_CLOSE + cue, add_special_tokens=False).input_ids
+        seqs = [forced_sequence(g.prompt_ids, g.token_ids, tail, settings.max_tokens, self.max_model_len) for g in gens]
+        return [cue + self.tokenizer.decode(gen, skip_special_tokens=True) for gen, _, _ in self._continue(seqs, settings)]
+
+    def _continue(self, seqs: list[list[int]], settings: Settings) -> list[tuple[list[int], str, int]]:
+        """Sample a continuation of each token sequence: (its ids without the stop token, stop|length, tokens
+        generated counting the stop token)."""
         import torch
 
         torch.manual_seed(settings.seed)
-        prompts = [self.render(c) for c in convs]
-        out: list[Generation] = []
-        eos = set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
-        for start in tqdm(range(0, len(prompts), self.batch_size), desc="generate", leave=False):
-            batch = prompts[start : start + self.batch_size]
-            enc = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-            max_new = max(1, min(settings.max_tokens, self.max_model_len - enc.input_ids.shape[1]))
+        out = []
+        for start in tqdm(range(0, len(seqs), self.batch_size), desc="generate", leave=False):
+            batch = self.tokenizer.pad({"input_ids": seqs[start : start + self.batch_size]}, return_tensors="pt")
+            width = batch["input_ids"].shape[1]
+            max_new = max(1, min(settings.max_tokens, self.max_model_len - width))
             sampling = settings.temperature > 0
             kwargs = dict(do_sample=sampling, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
             if sampling:
                 kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
             with torch.no_grad():
-                seqs = self.model.generate(**enc, **kwargs)
-            for prompt, row in zip(batch, seqs[:, enc.input_ids.shape[1] :]):
+                rows = self.model.generate(**batch, **kwargs)
+            for row in rows[:, width:]:
                 ids = row.tolist()
-                n = next((i + 1 for i, t in enumerate(ids) if t in eos), None)
-                finish = "stop" if n is not None else "length"
-                ids = ids[:n] if n is not None else ids
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                out.append(Generation(text, finish, len(ids), prompt_opens_think(prompt)))
+                n = next((i + 1 for i, t in enumerate(ids) if t in self.eos), None)
+                out.append((ids[: n - 1], "stop", n) if n is not None else (ids, "length", len(ids)))
         return out
 
 
@@ -151,9 +196,18 @@ class OpenAIBackend:
     only the answer in ``content``. The text is rebuilt as ``<think>\\n{reasoning}\\n</think>\\n\\n{content}``;
     when the content is empty and generation stopped at the length limit, the parser never saw
     ``</think>`` and the text is rebuilt unclosed (``<think>\\n{reasoning}``).
+
+    Forcing (``forcing=True``) cannot go through the chat endpoint, which always starts a new assistant
+    turn: it sends the rendered prompt + the trace + ``</think>`` + cue to the **completions** endpoint.
+    The prompt is rendered with the model's chat template, locally (the tokenizer of ``backend.tokenizer``,
+    else of the model) or, when that does not load, by the server's ``/tokenize`` endpoint (vLLM serve),
+    which then gets the sequence as token ids. Both, and the completions endpoint, are checked when the
+    backend is built; a server without them fails the run before anything is generated.
     """
 
-    def __init__(self, model: str, bcfg):
+    forced_path = "completions"
+
+    def __init__(self, model: str, bcfg, forcing: bool = False):
         import openai
 
         self.name = "openai"
@@ -172,7 +226,13 @@ class OpenAIBackend:
         self.concurrency = int(bcfg.get("concurrency", 16))
         self.think_opened = bool(bcfg.get("think_opened", False))
         self.extra_body = dict(bcfg.get("extra_body") or {})
+        self.max_model_len = int(bcfg.get("max_model_len", 32768))
+        self.template_kwargs = {**(bcfg.get("chat_template_kwargs") or {}), **self.extra_body.get("chat_template_kwargs", {})}
+        self.tokenizer = None  # the local tokenizer that renders prompts for forcing; None: the server's /tokenize
+        if forcing:
+            self._check_forcing(bcfg.get("tokenizer") or model)
 
+    # ---- chat generation
     def _one(self, conv: list[dict], settings: Settings) -> Generation:
         resp = self.client.chat.completions.create(
             model=self.model,
@@ -196,12 +256,23 @@ class OpenAIBackend:
     def generate(self, convs: list[list[dict]], settings: Settings) -> list[Generation]:
         """Every conversation, or an error naming the server and the fix once the client's retries are spent
         (the requests still queued are cancelled: a dead server fails the run in seconds, not per request)."""
-        import openai
+        return self._all([(self._one, c, settings) for c in convs])
 
+    def _all(self, calls: list[tuple], endpoint: str = "chat") -> list:
         pool = ThreadPoolExecutor(self.concurrency)
         try:
-            futures = [pool.submit(self._one, c, settings) for c in convs]
-            return [f.result() for f in tqdm(futures, desc="generate", leave=False)]
+            with self._named_errors(endpoint):
+                futures = [pool.submit(*call) for call in calls]
+                return [f.result() for f in tqdm(futures, desc="generate", leave=False)]
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    @contextmanager
+    def _named_errors(self, endpoint: str = "chat") -> Iterator[None]:
+        import openai
+
+        try:
+            yield
         except openai.APIConnectionError as e:  # refused, unreachable, or timed out (APITimeoutError)
             raise ConnectionError(
                 f"no answer from the OpenAI-compatible server at {self.url} ({type(e).__name__}: {e}; "
@@ -213,13 +284,84 @@ class OpenAIBackend:
                 f"the server at {self.url} refused the API key (401: {e}); put the right key in the variable "
                 f"${self.key_env}, or name another variable with backend.api_key_env"
             ) from e
-        except openai.NotFoundError as e:
-            raise LookupError(
-                f"the server at {self.url} does not serve model {self.model!r} (404: {e}); set backend.served_model "
-                f"to a name it lists at {self.url.rstrip('/')}/models, or fix backend.base_url"
-            ) from e
-        finally:
-            pool.shutdown(cancel_futures=True)
+        except (openai.NotFoundError, openai.APIStatusError) as e:
+            if endpoint == "completions" and e.status_code in (404, 405, 501):
+                raise LookupError(
+                    f"the server at {self.url} has no completions endpoint ({self.url.rstrip('/')}/completions answered "
+                    f"{e.status_code}), which the forced answer policy needs: a chat endpoint always starts a new "
+                    "assistant turn and cannot continue an unclosed trace. Serve the model with vLLM or transformers "
+                    "serve (both have it), or evaluate without forcing: policy.forced.enabled=false"
+                ) from e
+            if isinstance(e, openai.NotFoundError):
+                raise LookupError(
+                    f"the server at {self.url} does not serve model {self.model!r} (404: {e}); set backend.served_model "
+                    f"to a name it lists at {self.url.rstrip('/')}/models, or fix backend.base_url"
+                ) from e
+            raise
+
+    # ---- forcing through the completions endpoint
+    def _check_forcing(self, tokenizer: str) -> None:
+        """A way to render the prompt (a local tokenizer, else the server's /tokenize) and a completions
+        endpoint, checked with a 1-token chat completion and a 1-token completion; else an error naming the fix."""
+        from transformers import AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        except (OSError, ValueError) as local_error:
+            try:
+                self._server_tokens({"messages": [{"role": "user", "content": "1+1?"}], "add_generation_prompt": True})
+            except Exception as server_error:
+                raise ValueError(
+                    f"policy.forced needs the model's chat template to continue a trace through the completions "
+                    f"endpoint: no tokenizer loads from {tokenizer!r} ({type(local_error).__name__}) and the server "
+                    f"at {self.url} has no /tokenize endpoint ({server_error}). Set backend.tokenizer=/path/to/model "
+                    "(or a hub id in the local cache), or evaluate without forcing: policy.forced.enabled=false"
+                ) from server_error
+        with self._named_errors("chat"):  # first: a server that refuses the key or the model is named as such
+            self.client.chat.completions.create(model=self.model, messages=[{"role": "user", "content": "1+1?"}],
+                                                max_tokens=1)
+        with self._named_errors("completions"):
+            self.client.completions.create(model=self.model, prompt="1+1=", max_tokens=1)
+
+    def _server_tokens(self, body: dict) -> list[int]:
+        """Token ids from the server's ``/tokenize`` (vLLM serve: messages with the chat template, or a prompt)."""
+        import httpx
+
+        root = self.url.rstrip("/").removesuffix("/v1")
+        r = httpx.post(f"{root}/tokenize", json={"model": self.model, **body}, timeout=self.timeout,
+                       headers={"Authorization": f"Bearer {self.client.api_key}"})
+        r.raise_for_status()
+        return list(r.json()["tokens"])
+
+    def _forced_prompt(self, conv: list[dict], gen: Generation, tail: str, max_tokens: int) -> str | list[int]:
+        """Rendered prompt + trace + tail, as text (local template) or token ids (the server's /tokenize).
+        The chat endpoint returned text: its tokens are re-tokenized here, exact up to the joins."""
+        if self.tokenizer is not None:
+            prompt = self.tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True,
+                                                        **self.template_kwargs)
+            ids = lambda text: self.tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+            prompt_ids = ids(prompt)
+        else:
+            prompt_ids = self._server_tokens({"messages": conv, "add_generation_prompt": True,
+                                              "chat_template_kwargs": self.template_kwargs})
+            ids = lambda text: self._server_tokens({"prompt": text, "add_special_tokens": False})  # noqa: E731
+            prompt = None
+        trace = gen.text
+        if (gen.opened or (prompt is not None and prompt_opens_think(prompt))) and trace.startswith(OPEN):
+            trace = trace[len(OPEN):].lstrip("\n")  # the reasoning parser's rebuilt <think>: the prompt holds it
+        seq = forced_sequence(prompt_ids, ids(trace), ids(tail), max_tokens, self.max_model_len)
+        return self.tokenizer.decode(seq) if self.tokenizer is not None else seq
+
+    def _complete(self, prompt: str | list[int], settings: Settings) -> str:
+        resp = self.client.completions.create(model=self.model, prompt=prompt, temperature=settings.temperature,
+                                              top_p=settings.top_p, max_tokens=settings.max_tokens)
+        return resp.choices[0].text or ""
+
+    def force(self, convs: list[list[dict]], gens: list[Generation], cue: str, settings: Settings) -> list[str]:
+        # Prompts are built here, one by one (a tokenizer is not safe to share between threads), then completed
+        # concurrently.
+        prompts = [self._forced_prompt(c, g, FORCED_CLOSE + cue, settings.max_tokens) for c, g in zip(convs, gens)]
+        return [cue + text for text in self._all([(self._complete, p, settings) for p in prompts], "completions")]
 
 
 def rebuild_text(content: str, reasoning: str | None, finish_reason: str) -> str:
@@ -240,9 +382,17 @@ class VLLMBackend:
 
     Each request gets ``max_tokens`` clipped to what the context leaves after its prompt, so long
     prompts never fail the whole batch.
+
+    Forcing continues each unclosed generation's token sequence (``{"prompt_token_ids": …}``). With
+    ``thinking_budget`` and an installed vLLM whose ``SamplingParams`` has ``thinking_token_budget`` (its
+    thinking-budget feature, docs "Reasoning Outputs"), the engine is built with a ``ReasoningConfig``
+    (``<think>`` … ``</think>``) and each forced request is the sequence with the think block still open and
+    ``thinking_token_budget=0``: vLLM itself forces ``</think>`` and the model answers on its own (no cue: the
+    forced end string is one per engine, not per language). Otherwise we append ``</think>`` and the cue.
+    Requests carrying no budget (every paper-policy generation) are not touched by it.
     """
 
-    def __init__(self, model: str, bcfg):
+    def __init__(self, model: str, bcfg, thinking_budget: bool = False):
         if adapter_base(model) is not None:
             raise ValueError(
                 f"{model} is a LoRA adapter, which backend.name=vllm does not load; use backend.name=transformers, "
@@ -254,6 +404,8 @@ class VLLMBackend:
             raise ImportError("backend.name=vllm needs vLLM: pip install -e '.[gpu]' (or use backend.name=transformers|openai)") from e
         self.name = "vllm"
         self.max_model_len = int(bcfg.get("max_model_len", 32768))
+        reasoning = vllm_reasoning_config() if thinking_budget else None
+        self.forced_path = "vllm_thinking_budget" if reasoning is not None else "continue"
         self.llm = LLM(
             model=model,
             tensor_parallel_size=int(bcfg.get("tensor_parallel_size", 1)),
@@ -262,33 +414,75 @@ class VLLMBackend:
             dtype=bcfg.get("dtype") or "auto",
             seed=int(bcfg.get("seed", 0)),
             enable_prefix_caching=True,
+            **({"reasoning_config": reasoning} if reasoning is not None else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.template_kwargs = dict(bcfg.get("chat_template_kwargs") or {})
 
     def generate(self, convs: list[list[dict]], settings: Settings) -> list[Generation]:
-        from vllm import SamplingParams
-
         prompts = [
             self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True, **self.template_kwargs)
             for c in convs
         ]
         token_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        outs = self._sample(token_ids, settings)
+        result = []
+        for prompt, ids, o in zip(prompts, token_ids, outs):
+            c = o.outputs[0]
+            finish = "length" if c.finish_reason == "length" else "stop"
+            result.append(Generation(c.text, finish, len(c.token_ids), prompt_opens_think(prompt),
+                                     token_ids=without_stop_token(c.token_ids, finish), prompt_ids=ids))
+        return result
+
+    def force(self, convs: list[list[dict]], gens: list[Generation], cue: str, settings: Settings) -> list[str]:
+        if self.forced_path == "vllm_thinking_budget":
+            room = self.tokenizer(FORCED_CLOSE, add_special_tokens=False).input_ids  # what vLLM forces, and more
+            seqs = [forced_sequence(g.prompt_ids, g.token_ids, [], settings.max_tokens + len(room), self.max_model_len)
+                    for g in gens]
+            return [after_close(o.outputs[0].text) for o in self._sample(seqs, settings, thinking_token_budget=0)]
+        tail = self.tokenizer(FORCED_CLOSE + cue, add_special_tokens=False).input_ids
+        seqs = [forced_sequence(g.prompt_ids, g.token_ids, tail, settings.max_tokens, self.max_model_len) for g in gens]
+        return [cue + o.outputs[0].text for o in self._sample(seqs, settings)]
+
+    def _sample(self, seqs: list[list[int]], settings: Settings, **budget):
+        from vllm import SamplingParams
+
         params = [
             SamplingParams(
                 temperature=settings.temperature,
                 top_p=settings.top_p if settings.temperature > 0 else 1.0,
                 max_tokens=max(1, min(settings.max_tokens, self.max_model_len - len(ids))),
                 seed=settings.seed + i,
+                **budget,
             )
-            for i, ids in enumerate(token_ids)
+            for i, ids in enumerate(seqs)
         ]
-        outs = self.llm.generate([{"prompt_token_ids": ids} for ids in token_ids], params, use_tqdm=True)
-        result = []
-        for prompt, o in zip(prompts, outs):
-            c = o.outputs[0]
-            result.append(Generation(c.text, "length" if c.finish_reason == "length" else "stop", len(c.token_ids), prompt_opens_think(prompt)))
-        return result
+        return self.llm.generate([{"prompt_token_ids": ids} for ids in seqs], params, use_tqdm=True)
+
+
+def vllm_reasoning_config():
+    """vLLM's ``ReasoningConfig`` for ``<think>`` … ``</think>`` when the installed vLLM has the thinking budget
+    (``SamplingParams.thinking_token_budget``); None when it has not."""
+    from vllm import SamplingParams
+
+    try:
+        from vllm.config import ReasoningConfig
+    except ImportError:
+        return None
+    if "thinking_token_budget" not in getattr(SamplingParams, "__struct_fields__", ()):
+        return None
+    return ReasoningConfig(reasoning_start_str=OPEN, reasoning_end_str=CLOSE)
+
+
+def without_stop_token(ids: Sequence[int], finish_reason: str) -> list[int]:
+    """A completion's token ids without the stop token that ended it (vLLM keeps the EOS id in ``token_ids``):
+    the trace a forced answer continues must not hold an end-of-turn token."""
+    return list(ids[:-1]) if finish_reason == "stop" and len(ids) else list(ids)
+
+
+def after_close(text: str) -> str:
+    """The response after a forced ``</think>`` (vLLM's thinking budget puts it at the start of the output)."""
+    return text.split(CLOSE, 1)[1] if CLOSE in text else text
 
 
 def close(backend: Any) -> None:

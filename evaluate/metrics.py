@@ -1,4 +1,5 @@
-"""Statistics over sample records: scores under both policies, failure and no-think rates.
+"""Statistics over sample records: scores under the three answer policies, failure and no-think rates,
+failure kinds.
 
 Score = per example the mean over its N samples (pass@1 averaged over N; plain accuracy when N=1),
 then the mean over examples. Its standard error is the sample standard deviation of the per-example
@@ -9,8 +10,10 @@ first (the usual clustered estimate; with N=1 it is the plain binomial standard 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
+
+from core.loops import FAILURE_KINDS
 
 
 def mean_stderr(values: list[float]) -> tuple[float | None, float | None]:
@@ -42,6 +45,25 @@ def turn_rates(records: list[dict]) -> dict[str, float | None]:
         "failure_rate": statuses.count("unclosed") / len(statuses),
         "no_think_rate": statuses.count("absent") / len(statuses),
     }
+
+
+def anatomy(records: list[dict]) -> dict:
+    """``failure_kinds``: samples per kind (every kind, 0 when none); ``loop_rate``: looping samples / all."""
+    counts = Counter(r["failure_kind"] for r in records)
+    return {"failure_kinds": {k: counts[k] for k in FAILURE_KINDS},
+            "loop_rate": counts["loop"] / len(records) if records else None}
+
+
+def forced_score(records: list[dict]) -> tuple[float | None, float | None]:
+    """The score under the forced policy: an unclosed sample graded on its forced answer, every other sample
+    as usual; per example the mean over its samples, then the mean over examples ± standard error."""
+    grades = []
+    for r in records:
+        if r["status"] == "unclosed" and not r.get("forced"):
+            raise ValueError(f"record {r['id']} is unclosed but has no forced answer; rerun with overwrite=true")
+        grade = r["forced"]["correct"] if r.get("forced") else r["score"]
+        grades.append({"id": r["id"], "example_id": r["example_id"], "grade": grade})
+    return per_example_mean(grades, "grade")
 
 
 def strict_view(record: dict) -> dict:

@@ -12,8 +12,12 @@ second with an error naming it, and leaves no run directory behind. Then for eac
 3. generate the missing samples chunk by chunk, turn by turn (turn k+1 sees the model's turn-k answer);
    nothing is written before the first chunk is done, so a run that fails early leaves nothing;
 4. parse every generation with ``core.think.parse`` (closed | unclosed | absent), pick the paper-policy
-   answer (response if closed, else the trace), let the task ``score`` it, and append the record;
-5. write ``summary.json``: paper and strict scores ± standard error, failure and no-think rates.
+   answer (response if closed, else the trace); say why a failed sample failed (``core.loops``: loop,
+   runaway, truncated_answer, other; on token ids where the backend has them); force an answer from every
+   generation that ended with the think block open (``policy.forced``); let the task ``score`` the
+   paper-policy and the forced answers, and append the records;
+5. write ``summary.json``: paper, strict and forced scores ± standard error, failure and no-think rates,
+   failure kinds and loop rate.
 
 Output layout (docs/contracts.md): ``${paths.output_dir}/eval/<run_name>/<benchmark>/samples.jsonl``
 and ``summary.json``; ``settings.json`` beside them holds the fingerprint of what made the samples.
@@ -39,6 +43,7 @@ from tqdm import tqdm
 
 from core import jsonl, wandb_mode
 from core.assets import resolve_model
+from core.loops import FAILURE_KINDS, failure_kind, find_loop
 from core.think import parse
 from evaluate import backends, metrics
 from evaluate.sandbox import SandboxUnavailable
@@ -59,10 +64,22 @@ def check_config(cfg: DictConfig) -> None:
     for key, what in (("limit", "number of examples"), ("n", "number of samples"), ("max_tokens", "number of tokens")):
         if every.get(key) is not None:
             _positive(f"all.{key}", every[key], f"{what}, or null to keep each benchmark's own")
+    knobs = anatomy_knobs(cfg)
+    try:
+        find_loop("", **knobs)  # checks the values before anything runs
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"anatomy: {e} (keys: min_repeats, min_share, min_tokens, tolerance)") from e
+    forced = cfg.policy.forced
+    if not isinstance(forced.enabled, bool):
+        raise ValueError(f"policy.forced.enabled={forced.enabled!r}: use true or false")
+    _positive("policy.forced.max_tokens", forced.max_tokens, "number of tokens")
     for name in cfg.benchmark:
         bcfg = with_shortcuts(cfg.benchmark[name], every)
         check_benchmark(name, bcfg)
         settings_of(bcfg, cfg.decoding)
+        if forced.enabled and not isinstance(forced.cue.get(bcfg.lang), str):
+            raise ValueError(f"policy.forced.cue.{bcfg.lang} is not set: benchmark {name} is in {bcfg.lang!r}; "
+                             f"add the answer cue for it, e.g. policy.forced.cue.{bcfg.lang}='Answer:'")
 
 
 def check_benchmark(name: str, bcfg: DictConfig) -> None:
@@ -201,6 +218,30 @@ def with_shortcuts(bcfg: DictConfig, every: DictConfig | None) -> DictConfig:
     return OmegaConf.merge(bcfg, changes) if changes else bcfg
 
 
+def anatomy_knobs(cfg: DictConfig) -> dict[str, Any]:
+    """The loop detector's knobs (``core.loops.find_loop``) as plain values."""
+    return OmegaConf.to_container(cfg.anatomy, resolve=True)
+
+
+def forced_policy(cfg: DictConfig, bcfg: DictConfig, module, examples: list[Example] | None = None) -> tuple[dict | None, str | None]:
+    """(how answers are forced for this benchmark, None) or (None, why they are not).
+
+    Forcing needs a sample graded on its own answer: a benchmark whose score is computed over the whole
+    corpus or another unit (``aggregate``: BLEU, M-IFEval's instruction-level accuracy, MT-Bench's judge)
+    or whose samples are conversations (a forced answer would change what later turns see) gets none."""
+    forced = cfg.policy.forced
+    if not forced.enabled:
+        return None, "disabled (policy.forced.enabled=false)"
+    if hasattr(module, "aggregate"):
+        return None, (f"not applicable: {bcfg.metric} is aggregated over the benchmark (evaluate.tasks.{bcfg.module}"
+                      ".aggregate), not a mean of per-sample grades a forced answer could replace")
+    if examples and any(len(ex.turns) > 1 for ex in examples):
+        return None, "not applicable: multi-turn samples (a forced answer would change what the next turn sees)"
+    policy = {"max_tokens": int(forced.max_tokens), "cue": str(forced.cue[bcfg.lang]),
+              "vllm_thinking_budget": bool(forced.vllm_thinking_budget)}
+    return policy, None
+
+
 # ---------------------------------------------------------------- what determines a sample (resume)
 # Benchmark keys that do not: how many (raising limit or n extends a run), where the examples come from
 # (their content is in each record's example_hash), where a judge is served and how fast. The decoding keys
@@ -215,10 +256,12 @@ _MODEL_FILES = ("config.json", "generation_config.json", "adapter_config.json", 
                 "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
-def fingerprint(bcfg: DictConfig, cfg: DictConfig, target: dict, settings: dict) -> dict:
+def fingerprint(bcfg: DictConfig, cfg: DictConfig, target: dict, settings: dict, forced: dict | None = None) -> dict:
     """What determines a sample besides its example: the model, the effective decoding settings, the backend
-    keys that shape prompt and answer, and every benchmark key that shapes the prompt or the score. Plain
-    JSON values, as ``settings.json`` keeps them."""
+    keys that shape prompt and answer, every benchmark key that shapes the prompt or the score, and how
+    answers are forced (``forced_policy``; None where none are). Plain JSON values, as ``settings.json``
+    keeps them. The loop detector's knobs are not in it: they change no generation, and a rerun with other
+    knobs re-analyses the stored samples (``reanalyse``)."""
     backend = OmegaConf.to_container(cfg.backend, resolve=True)
     bench = OmegaConf.to_container(bcfg, resolve=True)
     fp = {
@@ -226,6 +269,7 @@ def fingerprint(bcfg: DictConfig, cfg: DictConfig, target: dict, settings: dict)
         **{k: v for k, v in settings.items() if k != "n"},
         **{f"backend.{k}": backend.get(k) for k in _BACKEND_KEYS},
         **{k: _without(v, _FREE_KEYS) for k, v in bench.items() if k not in _FREE_KEYS},
+        "policy.forced": forced,
     }
     return json.loads(json.dumps(fp))
 
@@ -264,15 +308,16 @@ def example_hash(ex: Example) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def _resume(out_dir: Path, fp: dict, hashes: dict[str, str], run_name: str) -> set[str]:
-    """Ids of the samples already made the same way; an error when the directory holds samples made
-    otherwise (a run never mixes them)."""
+def _resume(out_dir: Path, fp: dict, hashes: dict[str, str], run_name: str) -> tuple[set[str], dict | None]:
+    """Ids of the samples already made the same way, and the anatomy knobs their failure kinds were found
+    with; an error when the directory holds samples made otherwise (a run never mixes them)."""
     samples = out_dir / "samples.jsonl"
     if not samples.exists():
-        return set()
+        return set(), None
     fix = f"keep both with another run_name= (e.g. run_name={run_name}-2), or replace them with overwrite=true"
     marker = out_dir / "settings.json"
     old = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {}
+    knobs = old.pop("anatomy", None)
     if "model" not in old:
         raise ValueError(f"{out_dir} holds samples without the fingerprint of what made them (written by an "
                          f"older version, or not by evaluate); {fix}")
@@ -291,7 +336,38 @@ def _resume(out_dir: Path, fp: dict, hashes: dict[str, str], run_name: str) -> s
     if stale:
         raise ValueError(f"{out_dir} holds samples of {len(stale)} examples whose content (prompt, reference or "
                          f"data) is different now, e.g. {sorted(stale)[:3]}: another source file? {fix}")
-    return done
+    return done, knobs
+
+
+def reanalyse(out_dir: Path, fp: dict, knobs: dict) -> int:
+    """Find the failure kind of every stored sample again with other anatomy knobs, on its stored text (token
+    ids are not stored, so a loop is then found in ``char`` units), and rewrite ``samples.jsonl`` and
+    ``settings.json`` atomically. Returns the number of samples."""
+    path = out_dir / "samples.jsonl"
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in jsonl.read(path):
+            traces = [parse(text, opened).trace for text, opened in zip(r["output"], r["opened"])]
+            r["failure_kind"], r["loop"] = sample_anatomy(r["turn_status"], r["finish_reason"], traces, knobs)
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    _write_json(out_dir / "settings.json", {**fp, "anatomy": knobs})
+    return n
+
+
+def sample_anatomy(turn_status: list[str], finish_reasons: list[str], seqs: list, knobs: dict) -> tuple[str | None, dict | None]:
+    """(failure kind, loop) of one sample from its turns (``core.loops``): the kind of its first unclosed turn
+    (``loop`` with where and how it loops, ``runaway`` or ``other``), else ``truncated_answer`` when a closed
+    turn ran out of budget, else (None, None). ``seqs``: each turn's token ids, or its trace text."""
+    truncated = False
+    for status, finish, seq in zip(turn_status, finish_reasons, seqs):
+        if status == "unclosed":
+            loop = find_loop(seq, **knobs)
+            return ("loop", dataclasses.asdict(loop)) if loop else (failure_kind(status, finish, None), None)
+        truncated = truncated or failure_kind(status, finish, None) == "truncated_answer"
+    return ("truncated_answer" if truncated else None), None
 
 
 def _short(value: Any) -> str:
@@ -306,10 +382,16 @@ def evaluate_benchmark(name: str, bcfg: DictConfig, cfg: DictConfig, get_backend
     settings = settings_of(bcfg, cfg.decoding)
     out_dir = Path(cfg.output_dir) / name
     samples_path = out_dir / "samples.jsonl"
-    fp = fingerprint(bcfg, cfg, target, settings)
+    forced, forced_note = forced_policy(cfg, bcfg, module, examples)
+    knobs = anatomy_knobs(cfg)
+    fp = fingerprint(bcfg, cfg, target, settings, forced)
     hashes = {ex.id: example_hash(ex) for ex in examples}
     overwrite = bool(cfg.get("overwrite"))
-    done = set() if overwrite else _resume(out_dir, fp, hashes, target["run_name"])
+    done, stored_knobs = (set(), None) if overwrite else _resume(out_dir, fp, hashes, target["run_name"])
+    if samples_path.exists() and not overwrite and stored_knobs != knobs:
+        n = reanalyse(out_dir, fp, knobs)
+        log.info("%s: failure kinds of the %d stored samples found again with anatomy=%s (was %s)", name, n, knobs,
+                 stored_knobs)
     todo = [(ex, k) for ex in examples for k in range(settings["n"]) if f"{ex.id}#{k}" not in done]
     log.info("%s: %d examples x %d samples, %d to generate", name, len(examples), settings["n"], len(todo))
 
@@ -325,9 +407,9 @@ def evaluate_benchmark(name: str, bcfg: DictConfig, cfg: DictConfig, get_backend
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
                 gen_settings.seed = int(cfg.seed) + start + len(done)  # fresh samples after a resume
-                records = _generate_and_score(part, module, bcfg, backend, gen_settings, name, hashes)
+                records = _generate_and_score(part, module, bcfg, backend, gen_settings, name, hashes, knobs, forced)
                 if writer is None:
-                    writer = _open_samples(out_dir, fp, fresh=overwrite)
+                    writer = _open_samples(out_dir, {**fp, "anatomy": knobs}, fresh=overwrite)
                 for record in records:
                     writer.write(record)
                 bar.update(len(part))
@@ -340,6 +422,7 @@ def evaluate_benchmark(name: str, bcfg: DictConfig, cfg: DictConfig, get_backend
     by_id = {r["id"]: r for r in jsonl.read(samples_path) if r["id"] in wanted} if samples_path.exists() else {}
     records = list(by_id.values())
     summary = summarize(records, module, bcfg, settings, target)
+    summary.update(forced_summary(records, forced_note), seed=int(cfg.seed))
     summary["elapsed_s"] = round(time.time() - t0, 2)
     _write_json(out_dir / "summary.json", summary)
     return summary
@@ -360,14 +443,15 @@ def load_examples(name: str, module, bcfg: DictConfig) -> list[Example]:
     return examples
 
 
-def _open_samples(out_dir: Path, fp: dict, fresh: bool) -> jsonl.ShardWriter:
-    """The samples file, with the fingerprint of what makes them beside it. ``fresh`` (overwrite=true) removes
-    the previous samples and summary first: only now, once new samples exist to replace them."""
+def _open_samples(out_dir: Path, marker: dict, fresh: bool) -> jsonl.ShardWriter:
+    """The samples file, with the fingerprint of what makes them (and the anatomy knobs) beside it. ``fresh``
+    (overwrite=true) removes the previous samples and summary first: only now, once new samples exist to
+    replace them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if fresh:
         for old in ("samples.jsonl", "summary.json"):
             (out_dir / old).unlink(missing_ok=True)
-    _write_json(out_dir / "settings.json", fp)
+    _write_json(out_dir / "settings.json", marker)
     return jsonl.ShardWriter(out_dir, "samples", fsync=False)
 
 
@@ -385,8 +469,9 @@ def paper_answer(text: str, opened: bool = False) -> tuple[str, str]:
     return (p.trace if p.status == "unclosed" else p.response), p.status
 
 
-def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, hashes) -> list[dict]:
-    """Generate every turn of each (example, sample) in ``part``, then score each sample."""
+def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, hashes, knobs, forced) -> list[dict]:
+    """Generate every turn of each (example, sample) in ``part``, find why failed samples failed, force answers
+    from the unclosed ones (``forced``: ``forced_policy``, None = not here), then score each sample."""
     convs = []
     for ex, _ in part:
         convs.append([{"role": "system", "content": ex.system}] if ex.system else [])
@@ -400,7 +485,8 @@ def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, h
             ex = part[i][0]
             user = module.next_turn(ex, turn, convs[i]) if hasattr(module, "next_turn") else ex.turns[turn]
             convs[i].append({"role": "user", "content": user})
-        outs = _generate_grouped(backend, [convs[i] for i in active], [part[i][0] for i in active], gen_settings)
+        generate = lambda cs, s: backend.generate([list(c) for c in cs], s)  # noqa: E731
+        outs = _by_temperature(generate, [convs[i] for i in active], [part[i][0] for i in active], gen_settings)
         for i, g in zip(active, outs):
             answer, status = paper_answer(g.text, g.opened)
             gens[i].append(g)
@@ -409,23 +495,42 @@ def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, h
             limit = bcfg.get("history_max_chars")  # e.g. swallow's MT-Bench keeps 8,192 chars of turn 1
             convs[i].append({"role": "assistant", "content": answer[:limit] if limit else answer})
 
+    # Why each failed sample failed: on the completion's token ids where the backend has them, else on the text
+    # of its trace (which is an unclosed turn's paper-policy answer; only unclosed turns are searched for loops).
+    anatomy = [sample_anatomy(statuses[i], [g.finish_reason for g in gens[i]],
+                              [g.token_ids if g.token_ids is not None else a for g, a in zip(gens[i], answers[i])], knobs)
+               for i in range(len(part))]
+
+    # Budget forcing: the unclosed single-turn samples get "</think>" + cue and a few more tokens to answer.
+    responses: dict[int, str] = {}
+    if forced is not None:
+        unclosed = [i for i in range(len(part)) if statuses[i] == ["unclosed"]]
+        if unclosed:
+            force = lambda pairs, s: backend.force([c for c, _ in pairs], [g for _, g in pairs], forced["cue"], s)  # noqa: E731
+            pairs = [(convs[i][:-1], gens[i][0]) for i in unclosed]  # the conversation before the answer, the trace
+            settings = dataclasses.replace(gen_settings, max_tokens=forced["max_tokens"])
+            responses = dict(zip(unclosed, _by_temperature(force, pairs, [part[i][0] for i in unclosed], settings)))
+
     # Scoring runs in threads when the task asks for it (code execution waits on sandbox processes);
     # math-verify's timeouts use signals, so everything else scores in the main thread.
-    def score_one(i: int) -> Verdict:
+    def score_one(job: tuple[int, list[str]]) -> Verdict:
+        i, graded = job
         try:
-            return module.score(part[i][0], answers[i], bcfg)
+            return module.score(part[i][0], graded, bcfg)
         except SandboxUnavailable:
             raise
         except Exception as e:  # one odd output must not lose the chunk's generations; counted in the summary
             log.warning("%s: scoring %s#%d failed: %r", bench_name, part[i][0].id, part[i][1], e)
             return Verdict(0.0, None, {"scoring_error": repr(e)[:500]})
 
+    jobs = [(i, answers[i]) for i in range(len(part))] + [(i, [r.strip()]) for i, r in responses.items()]
     workers = int(bcfg.get("score_workers") or 1)
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
-            verdicts = list(pool.map(score_one, range(len(part))))
+            graded = list(pool.map(score_one, jobs))
     else:
-        verdicts = [score_one(i) for i in range(len(part))]
+        graded = [score_one(job) for job in jobs]
+    verdicts, forced_verdicts = graded[: len(part)], dict(zip(responses, graded[len(part) :]))
 
     records = []
     for i, (ex, k) in enumerate(part):
@@ -433,6 +538,7 @@ def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, h
         turn_scores = v.detail.get("turn_scores") if isinstance(v.detail, dict) else None
         st = statuses[i]
         status = "unclosed" if "unclosed" in st else ("absent" if all(s == "absent" for s in st) else "closed")
+        fv = forced_verdicts.get(i)
         records.append(
             {
                 "id": f"{ex.id}#{k}",
@@ -449,6 +555,10 @@ def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, h
                 "reference": ex.reference,
                 "score": v.score,
                 "strict_score": metrics.strict_score(v.score, st, turn_scores),
+                "failure_kind": anatomy[i][0],
+                "loop": anatomy[i][1],
+                "forced": None if fv is None else {"text": responses[i], "answer": fv.extracted, "correct": fv.score,
+                                                   "path": backend.forced_path},
                 "detail": v.detail,
                 "meta": ex.meta,
                 "finish_reason": [g.finish_reason for g in gens[i]],
@@ -459,20 +569,20 @@ def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, h
     return records
 
 
-def _generate_grouped(backend, convs, examples, settings: backends.Settings) -> list[backends.Generation]:
-    """One backend call per distinct temperature: ``Example.meta["temperature"]`` overrides the
-    benchmark's (MT-Bench's per-category temperatures), unless ``settings.greedy_override`` forces T=0."""
+def _by_temperature(call, items: list, examples: list[Example], settings: backends.Settings) -> list:
+    """``call(items, settings)`` once per distinct temperature, results in the order of ``items``:
+    ``Example.meta["temperature"]`` overrides the benchmark's (MT-Bench's per-category temperatures), unless
+    ``settings.greedy_override`` forces T=0."""
     groups: dict[float, list[int]] = {}
     for i, ex in enumerate(examples):
         t = settings.temperature
         if not settings.greedy_override and ex.meta.get("temperature") is not None:
             t = float(ex.meta["temperature"])
         groups.setdefault(t, []).append(i)
-    out: list[backends.Generation | None] = [None] * len(convs)
+    out: list = [None] * len(items)
     for t, idx in groups.items():
-        s = dataclasses.replace(settings, temperature=t)
-        for i, g in zip(idx, backend.generate([list(convs[i]) for i in idx], s)):
-            out[i] = g
+        for i, result in zip(idx, call([items[i] for i in idx], dataclasses.replace(settings, temperature=t))):
+            out[i] = result
     return out
 
 
@@ -503,6 +613,7 @@ def summarize(records: list[dict], module, bcfg: DictConfig, settings: dict, tar
         "strict_score": strict["score"],
         "strict_score_stderr": strict.get("score_stderr"),
         **metrics.turn_rates(records),
+        **metrics.anatomy(records),
         "n_examples": len({r["example_id"] for r in records}),
         "n_samples": settings["n"],
         "n_records": len(records),
@@ -512,6 +623,16 @@ def summarize(records: list[dict], module, bcfg: DictConfig, settings: dict, tar
         "is_fixture": source == "fixture",
         "extra": extra,
     }
+
+
+def forced_summary(records: list[dict], note: str | None) -> dict:
+    """The forced policy's summary keys; ``note`` says why it did not run (None: it did)."""
+    if note is not None:
+        return {"forced_score": None, "forced_score_stderr": None, "forced_path": None, "forced_note": note}
+    score, stderr = metrics.forced_score(records)
+    paths = sorted({r["forced"]["path"] for r in records if r.get("forced")})  # several: a run resumed elsewhere
+    return {"forced_score": score, "forced_score_stderr": stderr, "forced_path": "+".join(paths) or None,
+            "forced_note": None}
 
 
 # ---------------------------------------------------------------- the stage
@@ -528,11 +649,14 @@ def run(cfg: DictConfig) -> dict:
         cfg.output_dir = str(Path(cfg.paths.output_dir) / "eval" / run_name)
 
     backend = None
+    # The backend checks it can force answers (a server's completions endpoint) if any benchmark will ask it to.
+    forcing = any(forced_policy(cfg, bcfg, task_module(name, bcfg))[0] is not None
+                  for name, bcfg in ((n, with_shortcuts(cfg.benchmark[n], cfg.get("all"))) for n in cfg.benchmark))
 
     def get_backend():  # built once, only if something is left to generate
         nonlocal backend
         if backend is None:
-            backend = backends.build(cfg, model)
+            backend = backends.build(cfg, model, forcing=forcing)
         return backend
 
     wandb_run = None
@@ -540,8 +664,9 @@ def run(cfg: DictConfig) -> dict:
     for name in cfg.benchmark:
         summary = evaluate_benchmark(name, with_shortcuts(cfg.benchmark[name], cfg.get("all")), cfg, get_backend, target)
         results[name] = summary
-        log.info("%s: score %s ± %s (strict %s), failure rate %s", name, summary["score"],
-                 summary["score_stderr"], summary["strict_score"], summary["failure_rate"])
+        log.info("%s: score %s ± %s (strict %s, forced %s), failure rate %s, loop rate %s", name, summary["score"],
+                 summary["score_stderr"], summary["strict_score"], summary["forced_score"], summary["failure_rate"],
+                 summary["loop_rate"])
         if wandb_run is None:  # started with the first result: a run that fails before it leaves no W&B files
             wandb_run = _start_wandb(cfg, target)
         if wandb_run is not None:
@@ -578,9 +703,9 @@ def _start_wandb(cfg: DictConfig, target: dict):
 def _log_wandb(run, name: str, summary: dict, samples_path: Path, max_rows: int) -> None:
     import wandb
 
-    keys = ("score", "score_stderr", "strict_score", "failure_rate", "no_think_rate")
+    keys = ("score", "score_stderr", "strict_score", "forced_score", "failure_rate", "no_think_rate", "loop_rate")
     run.summary.update({f"{name}/{k}": summary[k] for k in keys})
-    cols = ["id", "status", "score", "strict_score", "extracted", "reference", "prompt", "output"]
+    cols = ["id", "status", "failure_kind", "score", "strict_score", "extracted", "reference", "prompt", "output"]
     table = wandb.Table(columns=cols)
     for i, r in enumerate(jsonl.read(samples_path)):
         if i >= max_rows:

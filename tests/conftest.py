@@ -65,15 +65,23 @@ EVAL_TARGET = {"model": "m", "run_name": "r", "experiment": None, "paper_id": No
 class ScriptedBackend:
     """A generation backend that plays back fixed completions in order: the model under test is replaced,
     not the runner or the scorer. A completion that opened ``<think>`` and never closed it stopped at the
-    length limit; ``opened`` says the prompt already opened the block. Records calls and settings."""
+    length limit; ``opened`` says the prompt already opened the block. An item may also be a whole
+    ``evaluate.backends.Generation`` (its own finish reason, token ids…), played back as it is.
+
+    Forcing (``force``) plays back ``forced`` in order: what the model writes after the cue (nothing once
+    they run out). Records calls and settings (``calls``/``settings``; ``force_calls``: (conversations,
+    generations, cue, settings))."""
 
     name = "scripted"
+    forced_path = "continue"
 
-    def __init__(self, texts, opened=False):
+    def __init__(self, texts, opened=False, forced=()):
         self.texts = list(texts)
         self.opened = opened
+        self.forced = list(forced)
         self.calls = []
         self.settings = []
+        self.force_calls = []
 
     def generate(self, convs, settings):
         from evaluate.backends import Generation
@@ -82,7 +90,14 @@ class ScriptedBackend:
         self.settings.append(settings)
         out = []
         for _ in convs:
-            text = self.texts.pop(0)
-            finish = "stop" if "</think>" in text or "<think>" not in text else "length"
-            out.append(Generation(text, finish, 5, self.opened))
+            item = self.texts.pop(0)
+            if isinstance(item, Generation):
+                out.append(item)
+                continue
+            finish = "stop" if "</think>" in item or "<think>" not in item else "length"
+            out.append(Generation(item, finish, 5, self.opened))
         return out
+
+    def force(self, convs, gens, cue, settings):
+        self.force_calls.append((convs, gens, cue, settings))
+        return [cue + (self.forced.pop(0) if self.forced else "") for _ in convs]
