@@ -227,7 +227,8 @@ class OpenAIBackend:
         self.think_opened = bool(bcfg.get("think_opened", False))
         self.extra_body = dict(bcfg.get("extra_body") or {})
         self.max_model_len = int(bcfg.get("max_model_len", 32768))
-        self.template_kwargs = {**(bcfg.get("chat_template_kwargs") or {}), **self.extra_body.get("chat_template_kwargs", {})}
+        self.template_kwargs = {**(bcfg.get("chat_template_kwargs") or {}),
+                                **self.extra_body.get("chat_template_kwargs", {})}
         self.tokenizer = None  # the local tokenizer that renders prompts for forcing; None: the server's /tokenize
         if forcing:
             self._check_forcing(bcfg.get("tokenizer") or model)

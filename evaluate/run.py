@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from core import jsonl, wandb_mode
 from core.assets import resolve_model
-from core.loops import FAILURE_KINDS, failure_kind, find_loop
+from core.loops import failure_kind, find_loop
 from core.think import parse
 from evaluate import backends, metrics
 from evaluate.sandbox import SandboxUnavailable
@@ -223,7 +223,8 @@ def anatomy_knobs(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg.anatomy, resolve=True)
 
 
-def forced_policy(cfg: DictConfig, bcfg: DictConfig, module, examples: list[Example] | None = None) -> tuple[dict | None, str | None]:
+def forced_policy(cfg: DictConfig, bcfg: DictConfig, module,
+                  examples: list[Example] | None = None) -> tuple[dict | None, str | None]:
     """(how answers are forced for this benchmark, None) or (None, why they are not).
 
     Forcing needs a sample graded on its own answer: a benchmark whose score is computed over the whole
@@ -241,6 +242,8 @@ def forced_policy(cfg: DictConfig, bcfg: DictConfig, module, examples: list[Exam
               "vllm_thinking_budget": bool(forced.vllm_thinking_budget)}
     return policy, None
 
+
+FORCED_SEED = 1_000_003  # added to a chunk's seed for its forced answers
 
 # ---------------------------------------------------------------- what determines a sample (resume)
 # Benchmark keys that do not: how many (raising limit or n extends a run), where the examples come from
@@ -357,7 +360,8 @@ def reanalyse(out_dir: Path, fp: dict, knobs: dict) -> int:
     return n
 
 
-def sample_anatomy(turn_status: list[str], finish_reasons: list[str], seqs: list, knobs: dict) -> tuple[str | None, dict | None]:
+def sample_anatomy(turn_status: list[str], finish_reasons: list[str], seqs: list,
+                   knobs: dict) -> tuple[str | None, dict | None]:
     """(failure kind, loop) of one sample from its turns (``core.loops``): the kind of its first unclosed turn
     (``loop`` with where and how it loops, ``runaway`` or ``other``), else ``truncated_answer`` when a closed
     turn ran out of budget, else (None, None). ``seqs``: each turn's token ids, or its trace text."""
@@ -485,8 +489,8 @@ def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, h
             ex = part[i][0]
             user = module.next_turn(ex, turn, convs[i]) if hasattr(module, "next_turn") else ex.turns[turn]
             convs[i].append({"role": "user", "content": user})
-        generate = lambda cs, s: backend.generate([list(c) for c in cs], s)  # noqa: E731
-        outs = _by_temperature(generate, [convs[i] for i in active], [part[i][0] for i in active], gen_settings)
+        outs = _by_temperature(lambda cs, s: backend.generate([list(c) for c in cs], s), [convs[i] for i in active],
+                               [part[i][0] for i in active], gen_settings)
         for i, g in zip(active, outs):
             answer, status = paper_answer(g.text, g.opened)
             gens[i].append(g)
@@ -497,18 +501,21 @@ def _generate_and_score(part, module, bcfg, backend, gen_settings, bench_name, h
 
     # Why each failed sample failed: on the completion's token ids where the backend has them, else on the text
     # of its trace (which is an unclosed turn's paper-policy answer; only unclosed turns are searched for loops).
-    anatomy = [sample_anatomy(statuses[i], [g.finish_reason for g in gens[i]],
-                              [g.token_ids if g.token_ids is not None else a for g, a in zip(gens[i], answers[i])], knobs)
-               for i in range(len(part))]
+    seqs = [[g.token_ids if g.token_ids is not None else a for g, a in zip(gens[i], answers[i])] for i in range(len(part))]
+    anatomy = [sample_anatomy(statuses[i], [g.finish_reason for g in gens[i]], seqs[i], knobs) for i in range(len(part))]
 
     # Budget forcing: the unclosed single-turn samples get "</think>" + cue and a few more tokens to answer.
     responses: dict[int, str] = {}
     if forced is not None:
         unclosed = [i for i in range(len(part)) if statuses[i] == ["unclosed"]]
         if unclosed:
-            force = lambda pairs, s: backend.force([c for c, _ in pairs], [g for _, g in pairs], forced["cue"], s)  # noqa: E731
-            pairs = [(convs[i][:-1], gens[i][0]) for i in unclosed]  # the conversation before the answer, the trace
-            settings = dataclasses.replace(gen_settings, max_tokens=forced["max_tokens"])
+            def force(pairs, s):  # pairs: the conversation before the answer, and the unclosed generation
+                return backend.force([c for c, _ in pairs], [g for _, g in pairs], forced["cue"], s)
+
+            pairs = [(convs[i][:-1], gens[i][0]) for i in unclosed]
+            # A random stream of its own: with the chunk's seed the forced answer would replay the trace's draws.
+            settings = dataclasses.replace(gen_settings, max_tokens=forced["max_tokens"],
+                                           seed=gen_settings.seed + FORCED_SEED)
             responses = dict(zip(unclosed, _by_temperature(force, pairs, [part[i][0] for i in unclosed], settings)))
 
     # Scoring runs in threads when the task asks for it (code execution waits on sandbox processes);
