@@ -57,8 +57,14 @@ Per-sample record (``samples.jsonl``, one line per example × sample) keys: ``id
 its example's content, which a resumed run must match), ``prompt`` (list of user turns), ``output``
 (list of raw generations), ``turn_status`` (list of closed|unclosed|absent),
 ``status`` (unclosed if any turn is, absent if every turn is, else closed), ``answers``,
-``extracted``, ``reference``, ``score`` (paper policy), ``strict_score``, ``detail``, ``meta``,
-``finish_reason``, ``n_tokens``, ``opened`` (the prompt already opened ``<think>``).
+``extracted``, ``reference``, ``score`` (paper policy), ``strict_score``, ``failure_kind`` and ``loop`` (why
+a failed sample failed, ``core.loops``), ``forced`` (the forced answer of an unclosed sample and its grade,
+from this module's ``score``; null elsewhere), ``detail``, ``meta``, ``finish_reason``, ``n_tokens``,
+``opened`` (the prompt already opened ``<think>``).
+
+The forced policy (``policy.forced``) calls ``score(example, [forced response], cfg)`` once more for every
+unclosed sample of a single-turn benchmark without ``aggregate``: a task defining ``aggregate`` has no forced
+score (its metric is not a mean of per-sample grades).
 ``Example.private`` (e.g. hidden test cases) reaches ``score`` but is never written.
 
 Per-example temperature: ``Example.meta["temperature"]`` overrides the benchmark's temperature for
