@@ -293,6 +293,13 @@ class OpenAIBackend:
                     "assistant turn and cannot continue an unclosed trace. Serve the model with vLLM or transformers "
                     "serve (both have it), or evaluate without forcing: policy.forced.enabled=false"
                 ) from e
+            if endpoint == "completions" and e.status_code == 400:
+                raise ValueError(
+                    f"the server at {self.url} refused a forced continuation (400: {e}). The sequence sent is cut to "
+                    f"fit backend.max_model_len={self.max_model_len} tokens with policy.forced.max_tokens after it: "
+                    "serve the model with a context that long (vLLM: --max-model-len), set backend.max_model_len to "
+                    "the server's, or evaluate without forcing: policy.forced.enabled=false"
+                ) from e
             if isinstance(e, openai.NotFoundError):
                 raise LookupError(
                     f"the server at {self.url} does not serve model {self.model!r} (404: {e}); set backend.served_model "
@@ -475,10 +482,10 @@ def vllm_reasoning_config():
     return ReasoningConfig(reasoning_start_str=OPEN, reasoning_end_str=CLOSE)
 
 
-def without_stop_token(ids: Sequence[int], finish_reason: str) -> list[int]:
+def without_stop_token(ids: Sequence[int], finish_reason: str) -> Sequence[int]:
     """A completion's token ids without the stop token that ended it (vLLM keeps the EOS id in ``token_ids``):
     the trace a forced answer continues must not hold an end-of-turn token."""
-    return list(ids[:-1]) if finish_reason == "stop" and len(ids) else list(ids)
+    return ids[:-1] if finish_reason == "stop" and len(ids) else ids  # no copy of a 32k-token trace
 
 
 def after_close(text: str) -> str:

@@ -314,3 +314,18 @@ def test_without_a_local_tokenizer_the_servers_tokenize_endpoint_renders_the_pro
     assert record["status"] == "unclosed" and record["failure_kind"] == "runaway"
     assert record["forced"] == {"text": "Final answer: $\\boxed{9}$", "answer": "9", "correct": 1.0, "path": "completions"}
     assert s["forced_score"] == 1.0 and s["score"] == 0.0 and s["forced_path"] == "completions"
+
+
+def test_a_server_refusing_the_forced_sequence_is_named_with_the_fix(tmp_path):
+    def short_context(body):  # accepts the 1-token check, refuses anything longer, as a short --max-model-len does
+        if len(body["prompt"]) > 40:
+            return 400, {"error": {"message": "maximum context length is 64 tokens", "type": "BadRequestError"}}
+        return _completion(body)
+
+    server = _Server({"/v1/chat/completions": _chat, "/v1/completions": short_context})
+    try:
+        with pytest.raises(ValueError, match=r"refused a forced continuation.*backend\.max_model_len=32768.*"
+                                             r"policy\.forced\.enabled=false"):
+            runner.run(_openai_cfg(tmp_path, server.url))
+    finally:
+        server.close()
