@@ -326,6 +326,8 @@ def _resume(out_dir: Path, fp: dict, hashes: dict[str, str], run_name: str) -> t
                          f"older version, or not by evaluate); {fix}")
     if changed := [k for k in sorted(set(old) | set(fp)) if old.get(k) != fp.get(k)]:
         what = "; ".join(f"{k} (was {_short(old.get(k))}, now {_short(fp.get(k))})" for k in changed)
+        if changed == ["policy.forced"] and old.get("policy.forced") is None:
+            fix += ", or resume them without forced answers: policy.forced.enabled=false"
         raise ValueError(f"{out_dir} holds samples made with another {what}; {fix}")
     done, stale = set(), set()
     for r in jsonl.read(samples):

@@ -107,6 +107,15 @@ def test_a_rerun_neither_regenerates_nor_reforces(tmp_path):
         _evaluate(_cfg(tmp_path, "benchmark.math500.n=2", "policy.forced.enabled=false"), ScriptedBackend([]))
 
 
+def test_samples_made_without_forcing_resume_only_without_it(tmp_path):
+    _evaluate(_cfg(tmp_path, "benchmark.math500.n=2", "policy.forced.enabled=false"), ScriptedBackend(TEXTS))
+    with pytest.raises(ValueError, match=r"policy\.forced \(was null.*overwrite=true.*policy\.forced\.enabled=false"):
+        _evaluate(_cfg(tmp_path, "benchmark.math500.n=2"), ScriptedBackend([]))
+    idle = ScriptedBackend([])
+    s = _evaluate(_cfg(tmp_path, "benchmark.math500.n=2", "policy.forced.enabled=false"), idle)
+    assert idle.calls == [] and s["forced_score"] is None and s["score"] == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("bench,output,why", [
     ("wmt20_en_ja", "<think>翻訳を考える", "aggregated"),  # corpus BLEU
     ("m_ifeval_ja", "<think>指示を確認する", "aggregated"),  # instruction-level accuracy
