@@ -141,7 +141,7 @@ def test_hostile_completions_score_zero_and_leave_neighbours_alone(tmp_path):
            "benchmark.humaneval.limit=1", f"benchmark.humaneval.n={len(script)}", "logger=none",
            f"paths.root={tmp_path}", "run_name=hostile", "backend.name=openai",
            f"backend.base_url=http://127.0.0.1:{server.server_address[1]}/v1", "backend.served_model=scripted",
-           "backend.concurrency=1", "backend.max_retries=0",
+           "backend.concurrency=1", "backend.max_retries=0", "policy.forced.enabled=false",  # chat endpoint only
            "benchmark.humaneval.sandbox.test_wall_s=5", "benchmark.humaneval.sandbox.wall_s=10"]
     try:
         got = survivors_of(cmd)
