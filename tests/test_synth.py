@@ -1,6 +1,6 @@
 """The synth stage on CPU: hub loaders on local files in the hub schema, translation, faults, resume.
 
-Teachers here are ``synth.fake_server.FakeServer`` (a fixed-latency OpenAI-compatible HTTP server with
+Teachers here are ``tests/fault_server.py`` (a fixed-latency OpenAI-compatible HTTP server with
 fault injection); the real ``transformers serve`` end-to-end test is in test_synth_server.py.
 """
 
@@ -22,7 +22,7 @@ from core import jsonl
 from core.triple import Triple
 from synth import pipeline, sources
 from synth.client import ChatClient, FatalEndpointError
-from synth.fake_server import FakeServer
+from fault_server import FaultServer
 from synth.translate import TranslationCache, Translator, protect, restore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,7 +250,7 @@ def test_translator_preserves_spans_retries_lost_placeholders_and_caches(tmp_pat
 
     import asyncio
 
-    with FakeServer(translate=True) as fs:
+    with FaultServer(translate=True) as fs:
         cache = TranslationCache(tmp_path / "tr")
         res = asyncio.run(go(cache))
         cache.close()
@@ -292,7 +292,7 @@ def chat_cfg(root: Path, prompts: Path, url: str, *extra: str):
 @pytest.mark.parametrize("reasoning", ["field", "reasoning", "inline"])
 def test_injected_faults_every_record_done_or_flagged_counts_exact(tmp_path, reasoning):
     prompts = write_prompts(tmp_path / "p.jsonl", 30, FAULTS)
-    with FakeServer(latency=0.005, hang=3.0, reasoning=reasoning) as fs:
+    with FaultServer(latency=0.005, hang=3.0, reasoning=reasoning) as fs:
         cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=20", "synth.timeout=0.5",
                        "synth.prompt_margin=0", "synth.prompt_extra=10", "synth.steps=[prompts,generate]")
         c = pipeline.run(cfg)["generate"]["chat_oss_en"]
@@ -317,7 +317,7 @@ def test_injected_faults_every_record_done_or_flagged_counts_exact(tmp_path, rea
 
 def test_flag_policy_keep_keeps_flagged_records_with_their_flags(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 6, {1: "[[out:truncated]]"})
-    with FakeServer() as fs:
+    with FaultServer() as fs:
         cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=4", "synth.steps=[prompts,generate]",
                        "synth.flag_policy.truncated=keep", "synth.flag_policy.empty_response=keep")
         c = pipeline.run(cfg)["generate"]["chat_oss_en"]
@@ -330,7 +330,7 @@ def test_401_fails_fast_without_retry_and_never_prints_the_key(tmp_path, monkeyp
     secret = "sk-test-THIS-MUST-NOT-LEAK-1234"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     prompts = write_prompts(tmp_path / "p.jsonl", 5)
-    with FakeServer(api_key="the-right-key") as fs:
+    with FaultServer(api_key="the-right-key") as fs:
         cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=5", "synth.concurrency=1",
                        "synth.steps=[prompts,generate]")
         with pytest.raises(FatalEndpointError, match="401") as e:
@@ -340,7 +340,7 @@ def test_401_fails_fast_without_retry_and_never_prints_the_key(tmp_path, monkeyp
 
 def test_endpoints_are_balanced(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 40)
-    with FakeServer(latency=0.02) as a, FakeServer(latency=0.02) as b:
+    with FaultServer(latency=0.02) as a, FaultServer(latency=0.02) as b:
         cfg = chat_cfg(tmp_path, prompts, a.url, f"teacher.endpoints=[{a.url},{b.url}]", "synth.limit=32",
                        "synth.concurrency=8", "synth.steps=[prompts,generate]")
         c = pipeline.run(cfg)["generate"]["chat_oss_en"]
@@ -350,7 +350,7 @@ def test_endpoints_are_balanced(tmp_path):
 def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 60, {7: "[[out:empty]]", 33: "[[out:truncated]]"})
     n = 40
-    with FakeServer(latency=0.08) as fs:
+    with FaultServer(latency=0.08) as fs:
         args = ["experiment=chat_oss_en_ja", "synth.components=[chat_oss_en]", "~synth.sources.lmsys", f"+synth.sources.lmsys={{type: local, path: '{prompts}'}}",
                 f"teacher.endpoints=[{fs.url}]", f"synth.limit={n}", "synth.concurrency=4",
                 "synth.steps=[prompts,generate]", "synth.progress=false", *FAST_RETRY]
@@ -381,7 +381,7 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path):
 
 def test_shards_then_merge_equal_single_run_without_duplicates(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 40, {3: "[[out:empty]]"})
-    with FakeServer() as fs:
+    with FaultServer() as fs:
         common = ("synth.limit=21", "synth.steps=[prompts,generate]")
         for i in range(3):
             pipeline.run(chat_cfg(tmp_path / "sharded", prompts, fs.url, *common, "synth.num_shards=3",
@@ -410,7 +410,7 @@ def test_shards_then_merge_equal_single_run_without_duplicates(tmp_path):
 
 def test_stats_count_mean_tokens_ppl_with_tiny_model(tmp_path, tiny_student):
     prompts = write_prompts(tmp_path / "p.jsonl", 8, {2: "[[out:truncated]]"})
-    with FakeServer() as fs:
+    with FaultServer() as fs:
         cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=5", "model=tiny_qwen3",
                        "synth.steps=[prompts,generate,stats]", "synth.stats.batch_tokens=256")
         out = pipeline.run(cfg)
