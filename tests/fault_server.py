@@ -1,6 +1,6 @@
 """A fault-injecting OpenAI-compatible chat server (stdlib asyncio), for the synth tests and its benchmark.
 
-Not a model: ``POST /v1/chat/completions`` answers after ``latency`` seconds with a deterministic reply
+Not a model: ``POST /v1/chat/completions`` (and ``GET /v1/models``) answers after ``latency`` seconds with a deterministic reply
 built from the prompt (the last user message). It lives in ``tests/`` because users never need it; the
 benchmark (``bench/bench_synth.py``) starts it as ``python tests/fault_server.py --latency 1``.
 
@@ -118,13 +118,15 @@ class FaultServer:
     async def _dispatch(self, method: str, path: str, headers: dict[str, str], body: bytes):
         if method == "GET" and path.rstrip("/").endswith("health"):
             return 200, {"status": "ok"}
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            self.outcomes["401"] += 1
+            return 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+        if method == "GET" and path.rstrip("/").endswith("/models"):
+            return 200, {"object": "list", "data": [{"id": "fault-server", "object": "model"}]}
         if method != "POST" or not path.endswith("/chat/completions"):
             return 404, {"error": {"message": f"no route {method} {path}"}}
         self.requests += 1
         req = json.loads(body)
-        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
-            self.outcomes["401"] += 1
-            return 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
         msgs = req.get("messages") or []
         prompt = next((m["content"] for m in reversed(msgs) if m.get("role") == "user"), "")
         n = self.attempts[prompt]

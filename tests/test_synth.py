@@ -244,26 +244,28 @@ def test_translator_preserves_spans_retries_lost_placeholders_and_caches(tmp_pat
         client = ChatClient({"name": "t", "model": "m", "endpoints": [fs.url]},
                             retries={"max_attempts": 2, "initial": 0.01, "max": 0.02})
         try:
-            return await Translator(client, cache).translate_many([text, bad, text])
+            return await Translator(client, cache).translate_all([text, bad, text])
         finally:
             await client.aclose()
 
     import asyncio
 
     with FaultServer(translate=True) as fs:
+        counts = asyncio.run(go(TranslationCache(tmp_path / "tr")))
+        # the duplicate text was translated once (or found in the cache when its twin had finished)
+        assert counts["translated"] + counts["cached"] == 3 and counts["failed"] == 0
+        n = fs.requests
+        assert n == 3  # text, bad (twice: its first translation lost a placeholder)
         cache = TranslationCache(tmp_path / "tr")
-        res = asyncio.run(go(cache))
-        cache.close()
+        res = [cache.get(t) for t in (text, bad)]
         assert all(r.ok for r in res)
         ja = res[0].ja
         assert ja.startswith("【訳】") and "Explain" not in ja
         for span in ("`x = y + 1`", "$a+b=b+a$", "```\nassert 1 + 1 == 2\n```"):
             assert span in ja
         assert res[1].attempts == 2 and "`bug()`" in res[1].ja
-        n = fs.requests
-        assert n == 3  # the duplicate text was translated once
-        res2 = asyncio.run(go(TranslationCache(tmp_path / "tr")))  # resumed from the cache: no request
-        assert fs.requests == n and [r.ja for r in res2] == [r.ja for r in res]
+        again = asyncio.run(go(cache))  # resumed from the cache: no request
+        assert fs.requests == n and again == {"translated": 0, "failed": 0, "cached": 3}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -293,7 +295,7 @@ def chat_cfg(root: Path, prompts: Path, url: str, *extra: str):
 def test_injected_faults_every_record_done_or_flagged_counts_exact(tmp_path, reasoning):
     prompts = write_prompts(tmp_path / "p.jsonl", 30, FAULTS)
     with FaultServer(latency=0.005, hang=3.0, reasoning=reasoning) as fs:
-        cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=20", "synth.timeout=0.5",
+        cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=20", "teacher.timeout=0.5",
                        "synth.prompt_margin=0", "synth.prompt_extra=10", "synth.steps=[prompts,generate]")
         c = pipeline.run(cfg)["generate"]["chat_oss_en"]
     # 30 prompts, 20 wanted: 4 flagged (5 truncated, 6 empty, 7 notrace, 8 refused) are excluded and
@@ -335,7 +337,9 @@ def test_401_fails_fast_without_retry_and_never_prints_the_key(tmp_path, monkeyp
                        "synth.steps=[prompts,generate]")
         with pytest.raises(FatalEndpointError, match="401") as e:
             pipeline.run(cfg)
-    assert fs.requests == 1 and secret not in str(e.value) and "Incorrect API key" in str(e.value)
+    # refused at the pre-flight GET /models, before any prompt was sent
+    assert fs.outcomes["401"] == 1 and fs.requests == 0
+    assert secret not in str(e.value) and "Incorrect API key" in str(e.value) and "$OPENAI_API_KEY" in str(e.value)
 
 
 def test_endpoints_are_balanced(tmp_path):
