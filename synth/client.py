@@ -59,8 +59,7 @@ class GarbledResponse(RuntimeError):
 
 
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APIConnectionError, GarbledResponse, openai.APIResponseValidationError,
-                        asyncio.TimeoutError)):
+    if isinstance(exc, (openai.APIConnectionError, GarbledResponse)):
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in (408, 429) or exc.status_code >= 500
@@ -145,7 +144,6 @@ class ChatClient:
 
     def __init__(self, cfg: Any, retries: Any = None, down_after: float = 10.0):
         cfg = plain(cfg)
-        self.cfg = cfg
         self.model = cfg["model"]
         retries = plain(retries) or {}
         self.max_attempts = int(retries.get("max_attempts", 6))
@@ -192,7 +190,7 @@ class ChatClient:
         msgs = [{"role": "system", "content": system}] if system else []
         return msgs + [{"role": "user", "content": instruction}]
 
-    def _transport_failure(self, ep: Endpoint, exc: BaseException) -> None:
+    def _transport_failure(self, ep: Endpoint) -> None:
         now = time.monotonic()
         ep.cooldown_until = now + self.cooldown
         if ep.failing_since is None:
@@ -252,20 +250,13 @@ class ChatClient:
             except ValueError as exc:
                 raise GarbledResponse(f"non-JSON body ({exc}): {raw.content[:80]!r}") from None
             reply = parse_reply(data)
-        except openai.APIStatusError as exc:
-            ep.errors += 1
-            ep.last_error = describe(exc)
-            if exc.status_code in FATAL_STATUS:
-                raise self._refused(ep) from None
-            raise
-        except openai.APIConnectionError as exc:   # refused, reset, timed out
-            ep.errors += 1
-            ep.last_error = describe(exc)
-            self._transport_failure(ep, exc)
-            raise
         except Exception as exc:
             ep.errors += 1
             ep.last_error = describe(exc)
+            if isinstance(exc, openai.APIStatusError) and exc.status_code in FATAL_STATUS:
+                raise self._refused(ep) from None
+            if isinstance(exc, openai.APIConnectionError):   # refused, reset, timed out
+                self._transport_failure(ep)
             raise
         finally:
             ep.inflight -= 1

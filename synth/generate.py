@@ -240,14 +240,10 @@ async def run_job(
             for task in finished:
                 inflight.discard(task)
                 out: Outcome = task.result()  # FatalEndpointError propagates from here
-                in_a_row = in_a_row + 1 if (out.error is not None or out.refused) else 0
-                if out.error is not None or out.refused:
+                no_answer = out.error is not None or out.refused
+                in_a_row = in_a_row + 1 if no_answer else 0
+                if no_answer:
                     c.last_error = out.error or out.triple.response
-                if max_consecutive_failures and in_a_row >= max_consecutive_failures:
-                    raise FatalEndpointError(
-                        f"{job.component}: {in_a_row} prompts in a row got no answer "
-                        f"(synth.max_consecutive_failures={max_consecutive_failures}); last error: {c.last_error}. "
-                        "Fix the endpoint or the request settings, then rerun: finished records are kept.")
                 if out.triple is None:
                     if out.error is not None:
                         c.failed += 1
@@ -269,6 +265,11 @@ async def run_job(
                     c.kept += 1
                     kept_now += 1
             bar.update(c, kept_now, t0)
+            if max_consecutive_failures and in_a_row >= max_consecutive_failures:
+                raise FatalEndpointError(
+                    f"{job.component}: the last {in_a_row} prompts in a row got no answer "
+                    f"(synth.max_consecutive_failures={max_consecutive_failures}); last error: {c.last_error}. "
+                    "Fix the endpoint or the request settings, then rerun: finished records are kept.")
     except BaseException:
         for task in inflight:
             task.cancel()

@@ -5,7 +5,8 @@ verbatim afterwards: each protected span becomes a placeholder ``[[Pn]]`` that t
 keep; a translation that loses, duplicates or invents a placeholder is retried, and after
 ``max_attempts`` the prompt is marked failed (never used with a broken span). The cache is append-only
 JSONL keyed by the hash of the English text, under ``<work_dir>/translate/<translator key>/``, shared
-by every component and shard that translates the same prompts.
+by every component and shard that translates the same prompts; in memory only an index of it is kept,
+and a bounded pool of workers pulls the texts (550k prompts are neither held nor scheduled at once).
 """
 
 from __future__ import annotations

@@ -223,8 +223,10 @@ def test_k_prompts_failing_in_a_row_stop_the_run(tmp_path):
         with pytest.raises(FatalEndpointError) as e:
             pipeline.run(cfg)
     msg = str(e.value)
-    assert "5 prompts in a row" in msg and "HTTP 500" in msg and fs.url in msg
-    assert "synth.max_consecutive_failures" in msg
+    assert "prompts in a row got no answer" in msg and "HTTP 500" in msg and fs.url in msg
+    assert "synth.max_consecutive_failures=5" in msg
+    failed = list(jsonl.read_dir(tmp_path / "data" / "triples" / "_synth" / "chat_oss_en" / "failed"))
+    assert len(failed) >= 5   # each failure was recorded before the stop
     assert fs.requests < 8 * 10  # stopped after a handful of prompts, not the whole pool
 
 
