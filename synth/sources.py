@@ -403,19 +403,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+HASH_LIMIT = 1 << 30   # larger files (a local mirror of a hub dataset) are compared by size and mtime only
+
+
 def fingerprint(files: list[Path]) -> dict[str, list]:
-    """``{path: [size, mtime_ns, sha256]}`` of the source's files."""
+    """``{path: [size, mtime_ns, sha256 or None]}`` of the source's files."""
     out = {}
     for f in files:
         st = f.stat()
-        out[str(f)] = [st.st_size, st.st_mtime_ns, _sha256(f)]
+        out[str(f)] = [st.st_size, st.st_mtime_ns, _sha256(f) if st.st_size <= HASH_LIMIT else None]
     return out
 
 
 def same_files(recorded: dict[str, list], files: list[Path], taken_at: float) -> bool:
     """Do ``files`` still hold what ``recorded`` (a :func:`fingerprint` taken at ``taken_at``) says? Size
     and mtime decide, except for a file modified within 2 s of the fingerprint (a timestamp too coarse to
-    tell two writes apart, as git's "racy" entries) or whose size/mtime changed: then its hash decides."""
+    tell two writes apart, as git's "racy" entries) or whose mtime changed: then its hash decides (for
+    files over ``HASH_LIMIT``, the mtime)."""
     if sorted(recorded) != sorted(map(str, files)):
         return False
     for f in files:
@@ -424,7 +428,9 @@ def same_files(recorded: dict[str, list], files: list[Path], taken_at: float) ->
         if st.st_size != size:
             return False
         racy = st.st_mtime_ns >= (taken_at - 2) * 1e9
-        if (st.st_mtime_ns != mtime_ns or racy) and _sha256(f) != digest:
+        if digest is None and st.st_mtime_ns != mtime_ns:
+            return False
+        if digest is not None and (st.st_mtime_ns != mtime_ns or racy) and _sha256(f) != digest:
             return False
     return True
 
