@@ -1,18 +1,25 @@
-"""Benchmark of the synth generation loop against a local fixed-latency OpenAI-compatible server.
+"""Benchmarks of the synth stage: request throughput against a fixed-latency server, and restart memory.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_synth.py [--latency 0.1 --seconds 5 --out bench/results/synth.md]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_synth.py [--out bench/results/synth.md]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_synth.py --restart [--out …]
 
-The server (synth.fake_server) runs in its own process and answers every chat completion after exactly
-``latency`` seconds. The client is the real stage code: synth.client.ChatClient (openai.AsyncOpenAI +
-tenacity) driven by synth.generate.run_job, which parses each reply, builds the triple and appends it
-to a JSONL shard. For 1, 8 and 64 concurrent requests it reports
+**Throughput.** The server (tests/fault_server.py, no faults, an API key required) runs in its own
+process and answers every chat completion after exactly ``latency`` seconds. Two clients do the same
+work through the stage's generation loop (synth.generate.run_job: schedule, parse the reply, build the
+triple, append it to a JSONL shard), in one run, their order rotated per setting:
 
-* throughput as a fraction of ideal (ideal = concurrency / latency requests per second);
-* client overhead per request = wall time per request at concurrency 1 minus the latency (the whole
-  round trip outside the server's sleep: HTTP, JSON, parsing, writing), and the client process's CPU
-  time per request.
+* ``stage``: synth.client.ChatClient (one openai.AsyncOpenAI per endpoint, tenacity retries, breaker);
+* ``plain``: what a user would write instead: one openai.AsyncOpenAI, ``chat.completions.create``.
 
-Goals (issue 4): ≥ 90 % of ideal at 64 concurrent requests; ≤ 2 ms client overhead per request.
+For 1, 8 and 64 concurrent requests: throughput as a fraction of ideal (concurrency / latency), and
+client CPU time per request; plus a zero-latency round trip at concurrency 1. The load average of the
+machine is recorded with every row (the project's machine is shared).
+Goals (issue 11): ≥ 90 % of ideal at 64 concurrent requests with 1 s latency; ≤ 2 ms client CPU per request.
+
+**Restart memory** (``--restart``): a fresh process opens a component directory of N done records the
+way a rerun does (core.jsonl.repair via the shard writer, the done ids) and a translation cache of N
+entries; peak RSS above the bare interpreter-with-imports, for N = 50k and 500k. Beside it the old
+repair, which read the whole shard (``Path.read_bytes``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import asyncio
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -30,37 +38,65 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synth import generate as gen  # noqa: E402
-from synth.client import ChatClient  # noqa: E402
-from synth.sources import Prompt  # noqa: E402
+KEY_ENV = "BENCH_SYNTH_KEY"
+TEACHER = {"name": "fake", "model": "fake", "endpoints": [], "api_key_env": KEY_ENV, "sampling": {"max_tokens": 256},
+           "timeout": 60}
 
 
-TRANSPORT = "direct"
+def load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# ----------------------------------------------------------------------------------------------------
+# throughput
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "synth.fake_server", "--latency", str(latency)], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "fault_server.py"), "--latency", str(latency),
+                             "--api-key-env", KEY_ENV], cwd=REPO, stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
     if not url.startswith("http"):
         proc.kill()
-        raise SystemExit(f"fake server did not start: {url!r}")
+        raise SystemExit(f"fault server did not start: {url!r}")
     return proc, url
 
 
-def run_once(url: str, concurrency: int, n: int, tmp: Path, tag: str) -> dict:
+class PlainClient:
+    """The plain openai client doing the same work: ``chat.completions.create``, then the same parsing."""
+
+    def __init__(self, url: str):
+        import openai
+
+        self.client = openai.AsyncOpenAI(base_url=url, api_key=os.environ[KEY_ENV], max_retries=0, timeout=60)
+
+    async def chat(self, instruction: str, reasoning_effort: str | None = None, **_):
+        from synth.client import parse_reply
+
+        effort = {"reasoning_effort": reasoning_effort} if reasoning_effort else {}
+        r = await self.client.chat.completions.create(model="fake", messages=[{"role": "user", "content": instruction}],
+                                                      max_tokens=256, **effort)
+        return parse_reply(r.model_dump())
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def run_once(url: str, which: str, concurrency: int, n: int, tmp: Path, tag: str) -> dict:
+    from synth import generate as gen
+    from synth.client import ChatClient
+    from synth.sources import Prompt
+
     prompts = [Prompt(id=f"b:{tag}:{i}", source="bench", instruction=f"Benchmark prompt {tag} {i}: what is {i}*{i}?")
                for i in range(n)]
     job = gen.Job(component=f"bench_{tag}", domain="chat", lang_input="en", lang_trace="en", teacher="fake",
                   reasoning_effort="medium", out_dir=tmp / tag, work_dir=tmp / "_w" / tag, target=n)
-    teacher = {"name": "fake", "model": "fake", "endpoints": [url], "sampling": {"max_tokens": 256}}
 
     async def go():
-        client = ChatClient(teacher, timeout=60, retries={"max_attempts": 3}, max_connections=concurrency * 2,
-                            transport=TRANSPORT)
+        client = ChatClient({**TEACHER, "endpoints": [url]}, retries={"max_attempts": 3}) if which == "stage" \
+            else PlainClient(url)
         try:
-            # warm the connection pool so connection set-up is not billed to the first requests
-            await asyncio.gather(*(client.chat("warm-up") for _ in range(min(concurrency, 8))))
+            # open every connection first, so that connection set-up is not billed to the measurement
+            await asyncio.gather(*(client.chat(f"warm-up {i}") for i in range(concurrency)))
             t0, c0 = time.perf_counter(), time.process_time()
             c = await gen.run_job(job, prompts, gen.api_producer(job, client), concurrency=concurrency,
                                   progress=False)
@@ -73,85 +109,123 @@ def run_once(url: str, concurrency: int, n: int, tmp: Path, tag: str) -> dict:
     return {"n": n, "wall": wall, "cpu": cpu}
 
 
-def measure(latency: float, concurrencies: list[int], seconds: float, tmp: Path) -> list[dict]:
-    proc, url = start_server(latency)
-    rows = []
-    try:
-        for conc in concurrencies:
-            ideal = conc / latency
-            n = max(20, int(ideal * seconds))
-            r = run_once(url, conc, n, tmp, f"l{latency}c{conc}")
-            rps = r["n"] / r["wall"]
-            rows.append({"latency": latency, "concurrency": conc, "n": n, "rps": rps, "ideal": ideal,
-                         "frac": rps / ideal, "per_req_ms": 1000 * r["wall"] / n, "cpu_ms": 1000 * r["cpu"] / n})
-    finally:
-        proc.kill()
-        proc.wait()
-    return rows
+def throughput(latencies: list[float], concurrencies: list[int], seconds: float, zero_n: int) -> list[str]:
+    rows, order = [], ["stage", "plain"]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for lat in latencies + [0.0]:
+            proc, url = start_server(lat)
+            try:
+                for conc in (concurrencies if lat else [1]):
+                    n = max(20, int(conc / lat * seconds)) if lat else zero_n
+                    for which in order:
+                        before = load()
+                        r = run_once(url, which, conc, n, tmp, f"{which}-l{lat}c{conc}")
+                        rows.append({"client": which, "latency": lat, "concurrency": conc, "load": before, **r})
+                    order.reverse()   # rotate who goes first
+            finally:
+                proc.kill()
+                proc.wait()
+    lines = ["| client | latency | concurrent | requests | req/s | fraction of ideal | client CPU ms/req | load avg before (1/5/15 min) |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        r["frac"] = r["n"] / r["wall"] * r["latency"] / r["concurrency"]
+        r["cpu_ms"] = 1000 * r["cpu"] / r["n"]
+        frac = f"{100 * r['frac']:.1f} %" if r["latency"] else "—"
+        lines.append(f"| {r['client']} | {r['latency'] * 1000:.0f} ms | {r['concurrency']} | {r['n']} | "
+                     f"{r['n'] / r['wall']:.1f} | {frac} | {r['cpu_ms']:.2f} | {r['load']} |")
+    goal = {r["client"]: r["frac"] for r in rows if r["latency"] == 1.0 and r["concurrency"] == 64}
+    if goal:
+        lines += ["", f"- Goal ≥ 90 % of ideal at 64 concurrent requests, 1 s latency: stage {100 * goal['stage']:.1f} % "
+                      f"(plain {100 * goal['plain']:.1f} %) → {'met' if goal['stage'] >= 0.9 else 'NOT met'}."]
+    cpu = {r["client"]: r["cpu_ms"] for r in rows if r["latency"] == 0}
+    lines.append(f"- Goal ≤ 2 ms client CPU per request (zero-latency round trip, as before): stage {cpu['stage']:.2f} ms "
+                 f"(plain {cpu['plain']:.2f} ms) → {'met' if cpu['stage'] <= 2.0 else 'NOT met'}.")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------
+# restart memory
+
+
+def _restart_child(kind: str, directory: str) -> None:
+    """In a fresh process: peak RSS (KiB) of one restart operation above the imports."""
+    from core import jsonl
+    from synth import generate as gen
+    from synth.translate import TranslationCache
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    d = Path(directory)
+    if kind == "stage":
+        job = gen.Job(component="c", domain="chat", lang_input="en", lang_trace="en", teacher="t", reasoning_effort=None,
+                      out_dir=d / "out", work_dir=d / "work", target=1)
+        jsonl.ShardWriter(d / "out", "part-0", fsync=False).close()   # repair on open
+        kept, _ = gen.done_ids(job)
+        assert kept
+    elif kind == "old-repair":
+        data = (d / "out" / "part-0.jsonl").read_bytes()   # what repair() did before: the whole shard
+        assert data.endswith(b"\n")
+    else:
+        assert TranslationCache(d / "tr").index
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+
+
+def restart(sizes: list[int], trace: int) -> list[str]:
+    from core import jsonl
+    from synth.translate import Translation, text_key
+
+    lines = ["| done records | shard size | restart (repair + done ids) | old repair (whole shard) "
+             "| translation cache of as many entries |", "|---:|---:|---:|---:|---:|"]
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            with jsonl.ShardWriter(d / "out", "part-0", fsync=False) as w:
+                for i in range(n):
+                    w.write({"id": f"{i:024x}", "instruction": f"q{i}", "trace": "t" * trace, "response": "r"})
+            with jsonl.ShardWriter(d / "tr", "part-0", fsync=False) as w:
+                for i in range(n):
+                    src = f"Prompt {i}: " + "e" * trace
+                    w.write(Translation(text_key(src), src, f"訳 {i} " + "j" * trace, True, 1).line())
+            mb = {}
+            for kind in ("stage", "old-repair", "translation"):
+                out = subprocess.run([sys.executable, __file__, "--restart-child", kind, str(d)], check=True,
+                                     capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                mb[kind] = int(out.stdout.split()[-1]) / 1024
+            size = (d / "out" / "part-0.jsonl").stat().st_size / 1e6
+        lines.append(f"| {n:,} | {size:,.0f} MB | +{mb['stage']:.0f} MB | +{mb['old-repair']:.0f} MB | "
+                     f"+{mb['translation']:.0f} MB |")
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--latency", type=float, nargs="*", default=[1.0, 0.1],
-                    help="server latencies in seconds (real teacher requests take 10-100 s)")
+    ap.add_argument("--latency", type=float, nargs="*", default=[1.0, 0.1])
     ap.add_argument("--seconds", type=float, default=5.0, help="target duration of each measurement")
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 64])
-    ap.add_argument("--zero-n", type=int, default=500, help="requests of the zero-latency round-trip run")
-    ap.add_argument("--transport", default="direct", choices=["direct", "openai"],
-                    help="ChatClient transport (synth teacher config key `transport`)")
-    ap.add_argument("--out", default=None, help="also write the markdown report here")
+    ap.add_argument("--zero-n", type=int, default=500, help="requests of the zero-latency round trip")
+    ap.add_argument("--restart", action="store_true", help="measure restart memory instead")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[50_000, 500_000])
+    ap.add_argument("--trace", type=int, default=200, help="trace/text bytes per record in --restart")
+    ap.add_argument("--restart-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help="append the markdown table to this file")
     a = ap.parse_args()
-    global TRANSPORT
-    TRANSPORT = a.transport
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        rows = [r for lat in a.latency for r in measure(lat, a.concurrency, a.seconds, tmp)]
-        proc0, url0 = start_server(0.0)
-        try:
-            r0 = run_once(url0, 1, a.zero_n, tmp, "zero")
-        finally:
-            proc0.kill()
-            proc0.wait()
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (float("nan"),) * 3
-    lines = [
-        f"## transport `{a.transport}` (`bench/bench_synth.py --transport {a.transport}`)",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load average "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end. Server: synth.fake_server in its own process, "
-        "answering every request after a fixed latency; client: the stage's ChatClient (openai.AsyncOpenAI "
-        "+ tenacity, transport " + a.transport + ") driven by synth.generate.run_job (parse, triple, JSONL append).",
-        "",
-        "| latency | concurrent requests | requests | req/s | ideal req/s | fraction of ideal | wall ms/req | client CPU ms/req |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['latency'] * 1000:.0f} ms | {r['concurrency']} | {r['n']} | {r['rps']:.1f} | {r['ideal']:.1f} "
-                     f"| {100 * r['frac']:.1f} % | {r['per_req_ms']:.2f} | {r['cpu_ms']:.2f} |")
-    lines.append("")
-    overhead = {r["latency"]: r["per_req_ms"] - r["latency"] * 1000 for r in rows if r["concurrency"] == 1}
-    for lat, ov in overhead.items():
-        lines.append(f"- Client overhead per request at {lat * 1000:.0f} ms latency, concurrency 1 (wall per request − "
-                     f"latency): **{ov:.2f} ms**.")
-    zero_wall, zero_cpu = 1000 * r0["wall"] / r0["n"], 1000 * r0["cpu"] / r0["n"]
-    lines.append(f"- Zero-latency round trip, concurrency 1 ({r0['n']} requests): **{zero_wall:.2f} ms** wall per "
-                 f"request (client + server + kernel), **{zero_cpu:.2f} ms** client CPU per request.")
-    c64 = {r["latency"]: r for r in rows if r["concurrency"] == 64}
-    if c64:
-        lines.append("")
-        for lat, r in c64.items():
-            lines.append(f"- Goal ≥ 90 % of ideal at 64 concurrent, {lat * 1000:.0f} ms latency: "
-                         f"{'met' if r['frac'] >= 0.9 else 'NOT met'} ({100 * r['frac']:.1f} %).")
-        lines.append(f"- Goal ≤ 2 ms client overhead per request: client CPU {zero_cpu:.2f} ms → "
-                     f"{'met' if zero_cpu <= 2.0 else 'NOT met'}; zero-latency wall {zero_wall:.2f} ms → "
-                     f"{'met' if zero_wall <= 2.0 else 'NOT met'}.")
-    report = "\n".join(lines) + "\n"
+    if a.restart_child:
+        _restart_child(*a.restart_child)
+        return
+    os.environ.setdefault(KEY_ENV, "sk-bench-key")
+    head = (f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+            f"load average at the start {load()}.")
+    if a.restart:
+        body = restart(a.sizes, a.trace)
+        title = f"## Restart memory (`bench/bench_synth.py --restart`, {a.trace}-byte traces)"
+    else:
+        body = throughput(a.latency, a.concurrency, a.seconds, a.zero_n)
+        title = "## Throughput (`bench/bench_synth.py`)"
+    report = "\n".join([title, "", head + f" At the end: {load()}.", "", *body]) + "\n"
     print(report)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(report)
+        with open(a.out, "a") as f:
+            f.write("\n" + report)
 
 
 if __name__ == "__main__":

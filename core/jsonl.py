@@ -16,26 +16,45 @@ from pathlib import Path
 from typing import Any
 
 
+_BLOCK = 1 << 16
+
+
+def _last_line_start(f: Any, size: int) -> int:
+    """Offset of the first byte after the last newline before ``size - 1`` (0 when there is none),
+    reading backwards one block at a time: only the last line is ever read."""
+    end = size - 1
+    while end > 0:
+        start = max(0, end - _BLOCK)
+        f.seek(start)
+        block = f.read(end - start)
+        i = block.rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        end = start
+    return 0
+
+
 def repair(path: Path) -> int:
-    """Cut a torn (unterminated or unparsable) last line off ``path``; return the bytes removed."""
+    """Cut a torn (unterminated or unparsable) last line off ``path``; return the bytes removed. Reads
+    the tail only (the last line), so restarting on a shard of any size costs what its last line does."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return 0
-    data = path.read_bytes()
-    keep = len(data)
-    if not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-    else:
-        # A complete-looking last line can still be garbage if a write was cut inside a multi-byte char.
-        start = data.rfind(b"\n", 0, len(data) - 1) + 1
-        try:
-            json.loads(data[start:])
-        except ValueError:
-            keep = start
-    if keep != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-    return len(data) - keep
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(size - 1)
+        terminated = f.read(1) == b"\n"
+        start = _last_line_start(f, size)
+        if terminated:
+            # A complete-looking last line can still be garbage if a write was cut inside a multi-byte char.
+            f.seek(start)
+            try:
+                json.loads(f.read(size - start))
+                return 0
+            except ValueError:
+                pass
+        f.truncate(start)
+    return size - start
 
 
 def _lines(path: Path) -> Iterator[tuple[bytes, bool]]:

@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> dict:
     from synth.pipeline import run
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in ("httpx", "httpx2"):  # one INFO line per request otherwise
+        logging.getLogger(name).setLevel(logging.WARNING)
     return run(cfg)
 
 

@@ -1,10 +1,23 @@
-"""An OpenAI-compatible chat client over one or several endpoints: balancing, retries, answer parsing.
+"""An OpenAI-compatible chat client over one or several endpoints: balancing, retries, a circuit breaker,
+answer parsing.
 
-``openai.AsyncOpenAI`` per endpoint (its own retries off); tenacity retries 429 / 5xx / timeouts /
-dropped connections / garbled bodies with exponential backoff and jitter; 400/401/403/404/422 are never
-retried. Requests go to the endpoint with the fewest in-flight requests per unit of weight, skipping
-endpoints that just failed at the transport level while another is available. API keys are read from
-the environment variable the config names and never appear in messages or logs.
+One ``openai.AsyncOpenAI`` per endpoint (its own retries off; its API key, headers, connection pool and
+error types), called through its public ``post("/chat/completions", body=…, cast_to=str)`` (the SDK's way
+to send a request body as given): sampling and ``extra_body`` go in the body as configured (vLLM's own
+parameters included), and the body that comes back is parsed here, so a garbled 200 is a retryable error
+and the reasoning fields servers add (``reasoning_content``, ``reasoning``) are read as sent. (The typed
+``chat.completions.create`` costs ~0.3 ms more CPU per request in request validation; bench_synth.py.)
+
+- **Retries** (tenacity): 429 / 5xx / 408 / timeouts / dropped connections / garbled bodies, exponential
+  backoff with jitter, ``max_attempts`` in all. 400/413/422 are never retried (:class:`RequestRefused`);
+  401/403/404 stop the run (:class:`FatalEndpointError`): retrying cannot fix a key, a URL or a model name.
+- **Balancing**: the endpoint with the fewest in-flight requests per unit of weight, skipping one that
+  just failed at the transport level (``cooldown``) while another is available.
+- **Circuit breaker**: an endpoint whose requests fail at the transport level (refused, reset, timed
+  out) with no success for ``down_after`` seconds is taken out for the run; when every endpoint is out,
+  the next request raises :class:`FatalEndpointError` naming each URL and its last error.
+
+API keys are read from the environment variable the config names and never appear in messages or logs.
 """
 
 from __future__ import annotations
@@ -12,29 +25,34 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from core import think
 from synth import plain
-from synth._http import coalesce_writes
 
 log = logging.getLogger(__name__)
 
-LANE_SIZE = 4                       # connections per httpx pool
 FATAL_STATUS = {401, 403, 404}      # configuration errors: the whole run stops with the server's message
-NO_RETRY_STATUS = {400, 413, 422}   # this request is bad: recorded (flag "malformed"), not retried
+CONNECT_TIMEOUT = 10.0              # seconds to open a connection (a loaded vLLM server still accepts at once)
 
 
 class FatalEndpointError(RuntimeError):
-    """401/403/404 from an endpoint: retrying cannot help, so the run stops."""
+    """The run cannot go on: an endpoint refused the configuration (401/403/404), every endpoint is out,
+    or too many prompts in a row failed. The message names the URL(s) and the error."""
+
+
+class RequestRefused(RuntimeError):
+    """400/413/422: the server refuses this request (e.g. a prompt over the context); not retried."""
+
+
+class RequestFailed(RuntimeError):
+    """A request still failing after every retry (transport errors, 429, 5xx, garbled bodies)."""
 
 
 class GarbledResponse(RuntimeError):
@@ -42,37 +60,37 @@ class GarbledResponse(RuntimeError):
 
 
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, GarbledResponse,
-                        openai.APIResponseValidationError, json.JSONDecodeError, httpx.TransportError,
-                        asyncio.TimeoutError)):
+    if isinstance(exc, (openai.APIConnectionError, GarbledResponse)):
         return True
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code == 429 or exc.status_code >= 500 or exc.status_code == 408
+        return exc.status_code in (408, 429) or exc.status_code >= 500
     return False
 
 
 def describe(exc: BaseException) -> str:
-    """The server's message without request headers (so never the API key)."""
+    """The server's message, or the transport error and its cause; never request headers (the key)."""
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, (str, dict)) else None
         msg = body.get("message") or body.get("detail") or body if isinstance(body, dict) else body or exc.message
         return f"HTTP {exc.status_code}: {str(msg)[:500]}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    cause = exc.__cause__ or exc.__context__
+    why = f" ({type(cause).__name__}: {str(cause)[:200]})" if cause is not None and str(cause) else ""
+    return f"{type(exc).__name__}: {str(exc)[:300]}{why}"
 
 
 @dataclass
 class Endpoint:
     base_url: str
-    lanes: list[openai.AsyncOpenAI]     # several clients, each with a small connection pool (see LANE_SIZE)
+    client: openai.AsyncOpenAI
+    key_env: str | None              # the variable the key came from (named in 401 messages, never read out)
     weight: float = 1.0
-    lane_inflight: list[int] = field(default_factory=list)
     inflight: int = 0
     cooldown_until: float = 0.0
+    failing_since: float | None = None   # first transport failure since the last success
+    out: bool = False                    # taken out by the circuit breaker
+    last_error: str = ""
     requests: int = 0
     errors: int = 0
-    https: list[httpx.AsyncClient] = field(default_factory=list)   # the lanes' httpx clients
-    url: Any = ""                                                  # <base_url>/chat/completions
-    headers: dict[str, str] = field(default_factory=dict)          # the client's default headers (auth)
 
 
 @dataclass
@@ -122,61 +140,47 @@ def parse_reply(resp: dict[str, Any]) -> Reply:
 
 
 class ChatClient:
-    """Chat completions against the endpoint list of a teacher (or translator) config."""
+    """Chat completions against the endpoint list of a teacher (or translator) config. The request
+    timeout is the config's ``timeout`` (seconds; 3600 when unset)."""
 
-    def __init__(self, cfg: Any, timeout: float | None = None, retries: Any = None, max_connections: int = 256,
-                 transport: str | None = None):
+    def __init__(self, cfg: Any, retries: Any = None, down_after: float = 10.0):
         cfg = plain(cfg)
-        # openai: AsyncOpenAI.post (its request building, its error types). direct: the same AsyncOpenAI
-        # client's httpx pool, base URL and headers (auth included), one pre-encoded POST, its error types
-        # (made by the client from the response): about half the client CPU per request (bench_synth.py).
-        self.transport = transport or cfg.get("transport") or "direct"
-        if self.transport not in ("openai", "direct"):
-            raise ValueError(f"transport must be openai or direct, not {self.transport!r}")
-        self.cfg = cfg
         self.model = cfg["model"]
-        key_env = cfg.get("api_key_env")
-        default_key = (os.environ.get(key_env) if key_env else None) or "EMPTY"
         retries = plain(retries) or {}
         self.max_attempts = int(retries.get("max_attempts", 6))
         self.wait = wait_exponential_jitter(multiplier=float(retries.get("initial", 1.0)),
                                             max=float(retries.get("max", 60.0)),
                                             jitter=float(retries.get("jitter", 1.0)))
         self.cooldown = float(retries.get("cooldown", 5.0))
-        timeout = float(timeout or cfg.get("timeout") or 3600)
+        self.down_after = float(down_after)
+        seconds = float(cfg.get("timeout") or 3600)
+        timeout = openai.Timeout(seconds, connect=min(seconds, CONNECT_TIMEOUT))
         endpoints = cfg.get("endpoints") or []
         if not endpoints:
             raise ValueError(f"teacher {cfg.get('name')!r}: no endpoints configured (teacher.endpoints=[...])")
-        # httpcore scans its whole pool for every request (cost ∝ pool size), so a large pool is split into
-        # lanes of LANE_SIZE connections, each its own client; a request takes the least busy lane.
-        n_lanes = max(1, math.ceil(max_connections / LANE_SIZE))
-        limits = httpx.Limits(max_connections=LANE_SIZE, max_keepalive_connections=LANE_SIZE)
-        ssl_context = httpx.create_ssl_context()  # one for all lanes (each costs ~40 ms to build)
         self.endpoints: list[Endpoint] = []
         for e in endpoints:
             e = {"base_url": e} if isinstance(e, str) else dict(e)
-            key = (os.environ.get(e["api_key_env"]) if e.get("api_key_env") else None) or default_key
-            lanes, https = [], []
-            for _ in range(n_lanes):
-                http = httpx.AsyncClient(limits=limits, verify=ssl_context,
-                                         timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)))
-                coalesce_writes(http)
-                lanes.append(openai.AsyncOpenAI(base_url=e["base_url"], api_key=key, max_retries=0, timeout=timeout,
-                                                http_client=http))
-                https.append(http)
-            ep = Endpoint(e["base_url"], lanes, float(e.get("weight", 1.0)), [0] * n_lanes)
-            ep.https = https
-            ep.url = httpx.URL(str(lanes[0].base_url).rstrip("/") + "/chat/completions")
-            ep.headers = {k: v for k, v in lanes[0].default_headers.items() if isinstance(v, str)}
-            self.endpoints.append(ep)
-        self.sampling = {k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None}
-        self.extra_body = cfg.get("extra_body") or {}
+            key_env = e.get("api_key_env") or cfg.get("api_key_env")
+            key = (os.environ.get(key_env) if key_env else None) or "EMPTY"
+            client = openai.AsyncOpenAI(base_url=e["base_url"], api_key=key, max_retries=0, timeout=timeout)
+            self.endpoints.append(Endpoint(e["base_url"], client, key_env, float(e.get("weight", 1.0))))
+        self.body = {k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None}
+        self.body.update(cfg.get("extra_body") or {})
         self.system = cfg.get("system")
         self._rr = 0
 
     def pick(self) -> Endpoint:
+        live = [e for e in self.endpoints if not e.out]
+        if not live:
+            raise FatalEndpointError(
+                f"every endpoint of {self.model} is out (failing at the transport level with no success for "
+                f"synth.endpoint_down_after={self.down_after:g} s): "
+                + "; ".join(f"{e.base_url}: {e.last_error}" for e in self.endpoints)
+                + ". Check that the servers are up and the URLs (teacher.endpoints) are right, then rerun: "
+                  "finished records are kept.")
         now = time.monotonic()
-        live = [e for e in self.endpoints if e.cooldown_until <= now] or self.endpoints
+        live = [e for e in live if e.cooldown_until <= now] or live
         self._rr += 1
         n = len(live)
         # fewest in-flight per weight; ties broken round-robin so equal endpoints alternate
@@ -187,78 +191,104 @@ class ChatClient:
         msgs = [{"role": "system", "content": system}] if system else []
         return msgs + [{"role": "user", "content": instruction}]
 
-    async def _once(self, messages, reasoning_effort, overrides) -> Reply:
+    def _transport_failure(self, ep: Endpoint) -> None:
+        now = time.monotonic()
+        ep.cooldown_until = now + self.cooldown
+        if ep.failing_since is None:
+            ep.failing_since = now
+            log.warning("%s: %s (retrying; taken out if it keeps failing for %g s)", ep.base_url, ep.last_error,
+                        self.down_after)
+        elif not ep.out and now - ep.failing_since >= self.down_after:
+            ep.out = True
+            log.error("%s taken out: failing for %.0f s, last error %s", ep.base_url, now - ep.failing_since,
+                      ep.last_error)
+
+    def _refused(self, ep: Endpoint) -> FatalEndpointError:
+        if not ep.key_env:
+            key = "none sent: teacher.api_key_env is null"
+        else:
+            key = f"read from ${ep.key_env}" + ("" if os.environ.get(ep.key_env) else ", which is unset")
+        return FatalEndpointError(f"{ep.base_url} answered {ep.last_error}: check the URL (teacher.endpoints), "
+                                  f"the model name ({self.model!r}) and the API key ({key})")
+
+    async def check(self) -> None:
+        """Before a run, every endpoint is asked ``GET /models``: a refused key (401/403) stops at once, and
+        so does a run where no endpoint can be reached (each URL named with its error); one unreachable
+        endpoint among others is left to the circuit breaker. Any other answer counts as reachable."""
+
+        async def probe(ep: Endpoint) -> bool:
+            try:
+                await ep.client.with_options(timeout=CONNECT_TIMEOUT).models.list()
+            except openai.APIConnectionError as exc:
+                ep.last_error = describe(exc)
+                log.warning("%s cannot be reached: %s", ep.base_url, ep.last_error)
+                return False
+            except openai.APIStatusError as exc:
+                if exc.status_code in (401, 403):
+                    ep.last_error = describe(exc)
+                    raise self._refused(ep) from None
+            return True
+
+        if not any(await asyncio.gather(*(probe(ep) for ep in self.endpoints))):
+            raise FatalEndpointError(f"no endpoint of {self.model} can be reached: "
+                                     + "; ".join(f"{e.base_url}: {e.last_error}" for e in self.endpoints)
+                                     + ". Check that the servers are up and the URLs (teacher.endpoints) are right.")
+
+    async def _once(self, messages: list[dict[str, str]], reasoning_effort: str | None,
+                    overrides: dict[str, Any] | None, tried: list[str]) -> Reply:
         ep = self.pick()
-        lane = min(range(len(ep.lanes)), key=ep.lane_inflight.__getitem__)
+        tried.append(ep.base_url)
         ep.inflight += 1
-        ep.lane_inflight[lane] += 1
         ep.requests += 1
         try:
-            body = {"model": self.model, "messages": messages, **self.sampling, **self.extra_body,
-                    **(overrides or {})}
+            body = {"model": self.model, "messages": messages, **self.body, **(overrides or {})}
             if reasoning_effort:
                 body["reasoning_effort"] = reasoning_effort
-            if self.transport == "direct":
-                raw = await self._post_direct(ep, lane, body)
-            else:
-                # the client's low-level post: its auth, base URL, timeouts and typed status errors, without
-                # the per-request pydantic transform/construct of chat.completions.create (~1 ms CPU each)
-                raw = await ep.lanes[lane].post("/chat/completions", body=body, cast_to=httpx.Response)
+            text = await ep.client.post("/chat/completions", body=body, cast_to=str)
             try:
-                data = json.loads(raw.content)
+                data = json.loads(text)
             except ValueError as exc:
-                raise GarbledResponse(f"non-JSON body ({exc}): {raw.content[:80]!r}") from None
+                raise GarbledResponse(f"non-JSON body ({exc}): {text[:80]!r}") from None
             reply = parse_reply(data)
-            reply.endpoint = ep.base_url
-            return reply
         except Exception as exc:
             ep.errors += 1
-            if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
-                ep.cooldown_until = time.monotonic() + self.cooldown
+            ep.last_error = describe(exc)
+            if isinstance(exc, openai.APIStatusError) and exc.status_code in FATAL_STATUS:
+                raise self._refused(ep) from None
+            if isinstance(exc, openai.APIConnectionError):   # refused, reset, timed out
+                self._transport_failure(ep)
             raise
         finally:
             ep.inflight -= 1
-            ep.lane_inflight[lane] -= 1
-
-    @staticmethod
-    async def _post_direct(ep: Endpoint, lane: int, body: dict[str, Any]) -> httpx.Response:
-        client = ep.lanes[lane]
-        try:
-            raw = await ep.https[lane].post(ep.url, content=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-                                            headers=ep.headers)
-        except httpx.TimeoutException as exc:
-            raise openai.APITimeoutError(request=exc.request) from None
-        except httpx.TransportError as exc:
-            raise openai.APIConnectionError(message=f"{type(exc).__name__}: {exc}", request=exc.request) from None
-        if raw.status_code >= 400:
-            await raw.aread()
-            raise client._make_status_error_from_response(raw)
-        return raw
+        ep.failing_since = None
+        reply.endpoint = ep.base_url
+        return reply
 
     async def chat(self, instruction: str, reasoning_effort: str | None = None, system: str | None = None,
                    overrides: dict[str, Any] | None = None) -> Reply:
-        """One chat completion with retries. Raises :class:`FatalEndpointError` on 401/403/404, the
-        ``openai`` error on a non-retryable 4xx, and the last error when retries are exhausted."""
+        """One chat completion with retries. Raises :class:`FatalEndpointError` (stop the run),
+        :class:`RequestRefused` (400/413/422) or :class:`RequestFailed` (retries exhausted)."""
         messages = self.messages(instruction, system)
-        attempts = 0
+        tried: list[str] = []
         try:
             async for attempt in AsyncRetrying(stop=stop_after_attempt(self.max_attempts), wait=self.wait,
                                                retry=retry_if_exception(is_retryable), reraise=True):
                 with attempt:
-                    attempts += 1
-                    reply = await self._once(messages, reasoning_effort, overrides)
-            reply.attempts = attempts
-            return reply
-        except openai.APIStatusError as exc:
-            if exc.status_code in FATAL_STATUS:
-                raise FatalEndpointError(f"{self.model} at {self.endpoints[0].base_url}: {describe(exc)} "
-                                         "(check the endpoint URL, model name and API key variable)") from None
+                    reply = await self._once(messages, reasoning_effort, overrides, tried)
+        except FatalEndpointError:
             raise
+        except Exception as exc:
+            if isinstance(exc, openai.APIStatusError) and not is_retryable(exc):
+                raise RequestRefused(describe(exc)) from None
+            last = f"; last at {tried[-1]}" if tried else ""
+            raise RequestFailed(f"{describe(exc)} (after {len(tried)} attempts{last})") from None
+        reply.attempts = len(tried)
+        return reply
 
     async def aclose(self) -> None:
         for e in self.endpoints:
-            for lane in e.lanes:
-                await lane.close()
+            await e.client.close()
 
     def stats(self) -> list[dict[str, Any]]:
-        return [{"base_url": e.base_url, "requests": e.requests, "errors": e.errors} for e in self.endpoints]
+        return [{"base_url": e.base_url, "requests": e.requests, "errors": e.errors, "out": e.out,
+                 "last_error": e.last_error} for e in self.endpoints]

@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import openai
-
 from core import jsonl, think
 from core.triple import FLAGS, Triple, record_id
-from synth.client import FatalEndpointError, Reply, describe
+from synth.client import FatalEndpointError, Reply, RequestRefused
 from synth.sources import Prompt
 
 log = logging.getLogger(__name__)
@@ -62,27 +60,51 @@ class Job:
 @dataclass
 class Outcome:
     triple: Triple | None = None
-    error: str | None = None      # transport failure after retries: nothing written, not "done"
+    error: str | None = None      # failure after retries: nothing written, not "done"
+    refused: bool = False         # the triple records a request the server refused (flag malformed)
 
 
 @dataclass
 class Counters:
     target: int = 0
-    already: int = 0
+    already: int = 0              # kept by earlier runs
+    already_rejected: int = 0     # rejected by earlier runs (their prompts are not asked again)
     kept: int = 0
     rejected: int = 0
     flagged: int = 0
     failed: int = 0
     skipped: int = 0              # e.g. translation failed
     flags: Counter = field(default_factory=Counter)
+    rejected_flags: Counter = field(default_factory=Counter)
     completion_tokens: int = 0
     seconds: float = 0.0
-    exhausted: bool = False
+    exhausted: bool = False       # every prompt of the shard's pool was used
+    last_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["flags"] = dict(self.flags)
+        d["rejected_flags"] = dict(self.rejected_flags)
         return d
+
+    def shortfall(self) -> str | None:
+        """Why fewer records than the target were kept, with what to do; None when the target was met."""
+        have = self.already + self.kept
+        if have >= self.target:
+            return None
+        why = (f"kept {have} of {self.target} (this run: {self.kept}); every prompt of the pool was used: "
+               f"{self.failed} failed after retries, {self.rejected} rejected by the flag policy "
+               f"({', '.join(f'{k}: {v}' for k, v in sorted(self.rejected_flags.items())) or 'none'}), "
+               f"{self.already_rejected} rejected by earlier runs, {self.skipped} skipped (translation failed)")
+        fixes = []
+        if self.failed:
+            fixes.append(f"rerun the same command to retry the {self.failed} failed prompts (last error: "
+                         f"{self.last_error})")
+        if have + self.failed < self.target:
+            keep = " or ".join(f"synth.flag_policy.{k}=keep" for k in sorted(self.rejected_flags))
+            fixes.append("raise synth.prompt_margin / synth.prompt_extra for more replacement prompts"
+                         + (f", or keep those records ({keep})" if keep else ""))
+        return why + ". Fix: " + "; ".join(fixes)
 
 
 def flags_for(reply: Reply, expects_trace: bool) -> list[str]:
@@ -166,18 +188,24 @@ async def run_job(
     *,
     policy: dict[str, str] | None = None,
     concurrency: int = 64,
+    max_consecutive_failures: int | None = None,
     progress: bool = True,
     fsync: bool = False,
 ) -> Counters:
-    """Generate until ``job.target`` records are kept (or the prompts run out). ``prompts`` is iterated
-    twice (a list, or a lazy :class:`synth.sources.PoolView`)."""
+    """Generate until ``job.target`` records are kept (or the prompts run out: ``Counters.shortfall``
+    says why). ``prompts`` is iterated twice (a list, or a lazy :class:`synth.sources.PoolView`).
+    ``max_consecutive_failures`` prompts in a row without an answer (failed after retries, or refused
+    by the server) stop the run with :class:`FatalEndpointError`."""
     policy = dict(policy or {})
     bad = {k: v for k, v in policy.items() if v not in POLICIES}
     if bad:
         raise ValueError(f"flag policy values must be one of {POLICIES}: {bad}")
     kept_ids, rejected_ids = done_ids(job)
     c = Counters(target=job.target)
-    c.already = sum(1 for p in prompts if job.rid(p) in kept_ids)   # first pass: ids only
+    for p in prompts:                                                # first pass: ids only
+        i = job.rid(p)
+        c.already += i in kept_ids
+        c.already_rejected += i in rejected_ids
     need = job.target - c.already
     todo = ((p, i) for p in prompts for i in (job.rid(p),)           # second pass: lazy
             if i not in kept_ids and i not in rejected_ids)
@@ -191,13 +219,13 @@ async def run_job(
     t0 = time.monotonic()
     inflight: set[asyncio.Task] = set()
     done_q: asyncio.Queue = asyncio.Queue()  # finished tasks, O(1) per completion (asyncio.wait is O(in-flight))
-    exhausted = False
+    in_a_row = 0                              # prompts without an answer since the last answer
     try:
         while True:
-            while not exhausted and len(inflight) < concurrency and c.kept + len(inflight) < need:
+            while not c.exhausted and len(inflight) < concurrency and c.kept + len(inflight) < need:
                 nxt = next(todo, None)
                 if nxt is None:
-                    exhausted = True
+                    c.exhausted = True
                     break
                 task = asyncio.ensure_future(produce(nxt[0]))
                 task.prompt = nxt[0]  # type: ignore[attr-defined]
@@ -212,6 +240,10 @@ async def run_job(
             for task in finished:
                 inflight.discard(task)
                 out: Outcome = task.result()  # FatalEndpointError propagates from here
+                no_answer = out.error is not None or out.refused
+                in_a_row = in_a_row + 1 if no_answer else 0
+                if no_answer:
+                    c.last_error = out.error or out.triple.response
                 if out.triple is None:
                     if out.error is not None:
                         c.failed += 1
@@ -227,11 +259,17 @@ async def run_job(
                 if is_dropped(t, policy):
                     rej_w.write(dict(t.__dict__))
                     c.rejected += 1
+                    c.rejected_flags.update(f for f in t.flags if policy.get(f, "drop") == "drop")
                 else:
                     kept_w.write(dict(t.__dict__))
                     c.kept += 1
                     kept_now += 1
             bar.update(c, kept_now, t0)
+            if max_consecutive_failures and in_a_row >= max_consecutive_failures:
+                raise FatalEndpointError(
+                    f"{job.component}: the last {in_a_row} prompts in a row got no answer "
+                    f"(synth.max_consecutive_failures={max_consecutive_failures}); last error: {c.last_error}. "
+                    "Fix the endpoint or the request settings, then rerun: finished records are kept.")
     except BaseException:
         for task in inflight:
             task.cancel()
@@ -243,15 +281,12 @@ async def run_job(
         rej_w.close()
         fail_w.close()
         c.seconds = time.monotonic() - t0
-    c.exhausted = c.kept < need
-    if c.exhausted:
-        log.warning("%s: prompts ran out with %d/%d records kept for this shard; raise synth.prompt_margin",
-                    job.component, c.already + c.kept, job.target)
     return c
 
 
 def api_producer(job: Job, client: Any, translator: Any = None) -> Callable[[Prompt], Awaitable[Outcome]]:
-    """Translate (if the job's input is Japanese), then ask the teacher; errors become outcomes."""
+    """Translate (if the job's input is Japanese), then ask the teacher; errors become outcomes
+    (:class:`FatalEndpointError` propagates: the run stops)."""
 
     async def produce(prompt: Prompt) -> Outcome:
         instruction = prompt.instruction
@@ -261,7 +296,7 @@ def api_producer(job: Job, client: Any, translator: Any = None) -> Callable[[Pro
             except FatalEndpointError:
                 raise
             except Exception as exc:  # translator unreachable after retries: not done, a rerun retries
-                return Outcome(error=f"translation: {describe(exc)}")
+                return Outcome(error=f"translation: {exc}")
             if not tr.ok:
                 return Outcome()  # skipped: counted, the next prompt takes its place
             instruction = tr.ja
@@ -272,12 +307,10 @@ def api_producer(job: Job, client: Any, translator: Any = None) -> Callable[[Pro
                 reply = elicited(thought, reply)
         except FatalEndpointError:
             raise
-        except openai.APIStatusError as exc:
-            if 400 <= exc.status_code < 500 and exc.status_code != 429:
-                return Outcome(triple=malformed_triple(job, prompt, instruction, describe(exc)))
-            return Outcome(error=describe(exc))
-        except Exception as exc:  # retries exhausted on a transport error
-            return Outcome(error=describe(exc))
+        except RequestRefused as exc:
+            return Outcome(triple=malformed_triple(job, prompt, instruction, str(exc)), refused=True)
+        except Exception as exc:  # retries exhausted
+            return Outcome(error=str(exc))
         return Outcome(triple=make_triple(job, prompt, instruction, reply))
 
     return produce

@@ -33,13 +33,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import jsonl
 from synth import generate as gen
-from synth import plain
+from synth import plain, schema
 from synth import sources as src
 from train.mixture import component_counts  # the Table 1 rule, shared with the train stage
 
 log = logging.getLogger(__name__)
 
 STEPS = ("prompts", "translate", "generate", "stats", "merge")
+
+
+class ShortfallError(RuntimeError):
+    """Components kept fewer records than their target: the message says why, per component, and the fix."""
 
 
 @dataclass
@@ -188,31 +192,38 @@ def translator_parts(cfg: DictConfig):
     tcfg = cfg.synth.translator
     key = translator_key(tcfg)
     cache = TranslationCache(Path(cfg.synth.work_dir) / "translate" / key, shard_name(cfg.synth))
-    client = ChatClient(tcfg, retries=cfg.synth.retries, max_connections=int(cfg.synth.concurrency) * 2)
+    client = ChatClient(tcfg, retries=cfg.synth.retries, down_after=float(cfg.synth.endpoint_down_after))
     tr = Translator(client, cache, max_attempts=int(tcfg.get("max_attempts", 3)), system=tcfg.get("system"),
                     retry_failed=bool(tcfg.get("retry_failed", False)))
     return tr, client, cache, key
 
 
+async def check_endpoints(cfg: DictConfig, plans: list[Plan]) -> None:
+    """Every endpoint the run will call answers (synth.client.ChatClient.check), before any prompt is read."""
+    from synth.client import ChatClient
+
+    configs = [cfg.teacher] + ([cfg.synth.translator] if any(p.translate for p in plans if p.mode == "api") else [])
+    for c in configs:
+        client = ChatClient(c, retries=cfg.synth.retries)
+        try:
+            await client.check()
+        finally:
+            await client.aclose()
+
+
 async def _translate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[str, Any]:
-    todo: list[str] = []
-    for p in plans:
-        if p.translate and p.mode == "api":
-            todo += [q.instruction for q in shard_slice(pool_map[(p.source, False)], p, cfg.synth)]
-    todo = list(dict.fromkeys(todo))
+    todo = [p for p in plans if p.translate and p.mode == "api"]
     if not todo:
         return {}
+    texts = (q.instruction for p in todo for q in shard_slice(pool_map[(p.source, False)], p, cfg.synth))
     tr, client, cache, key = translator_parts(cfg)
     try:
-        missing = [t for t in todo if cache.get(t) is None]
-        log.info("translate: %d prompts, %d cached, %d to do (translator %s)", len(todo), len(todo) - len(missing),
-                 len(missing), key)
-        results = await tr.translate_many(missing, concurrency=int(cfg.synth.concurrency))
+        counts = await tr.translate_all(texts, concurrency=int(cfg.synth.concurrency))
     finally:
         cache.close()
         await client.aclose()
-    return {"translator": key, "prompts": len(todo), "translated": sum(r.ok for r in results),
-            "failed": sum(not r.ok for r in results), "cached": len(todo) - len(missing)}
+    log.info("translate (translator %s): %s", key, counts)
+    return {"translator": key, **counts}
 
 
 async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[str, Any]:
@@ -221,6 +232,7 @@ async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[s
     s = cfg.synth
     policy = plain(s.flag_policy) or {}
     results: dict[str, Any] = {}
+    short: list[str] = []
     for p in plans:
         if p.mode not in ("api", "source"):
             continue
@@ -234,12 +246,13 @@ async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[s
             if p.translate:
                 tr, tr_client, cache, tkey = translator_parts(cfg)
             job = make_job(cfg, p, str(t.name), tkey)
-            client = ChatClient(t, timeout=s.get("timeout"), retries=s.retries,
-                                max_connections=int(s.concurrency) * 2)
+            client = ChatClient(t, retries=s.retries, down_after=float(s.endpoint_down_after))
             produce = gen.api_producer(job, client, tr)
-        prompts = shard_slice(pool_map[(p.source, p.mode == "source")], p, s)
+        pool = pool_map[(p.source, p.mode == "source")]
+        prompts = shard_slice(pool, p, s)
         try:
             c = await gen.run_job(job, prompts, produce, policy=policy, concurrency=int(s.concurrency),
+                                  max_consecutive_failures=s.max_consecutive_failures if client else None,
                                   progress=bool(s.progress), fsync=bool(s.fsync))
         finally:
             if client is not None:
@@ -255,6 +268,15 @@ async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[s
         run_file.parent.mkdir(parents=True, exist_ok=True)
         run_file.write_text(json.dumps(results[p.name], indent=1, default=str))
         log.info("%s: %s", p.name, {k: v for k, v in results[p.name].items() if k != "endpoints"})
+        why = c.shortfall()
+        if why is not None:
+            if pool.available < p.pool_size:
+                why += (f"; the source {p.source!r} has only {pool.available} prompts (the pool asked for "
+                        f"{p.pool_size}): a larger margin cannot help, add prompts to the source")
+            short.append(f"{p.name}: {why}")
+    if short:
+        raise ShortfallError("fewer records than asked (the run summaries are in "
+                             f"{Path(s.work_dir)}/<component>/run-{shard_name(s)}.json):\n" + "\n".join(short))
     return results
 
 
@@ -266,13 +288,12 @@ def stats_step(cfg: DictConfig, plans: list[Plan]) -> dict[str, Any]:
         log.info("stats: skipped in a sharded run; run `synth.steps=[merge,stats]` once all shards are done")
         return {}
     todo = [p for p in plans if p.mode != "fixture" or s.stats.get("fixture", False)]
-    todo = [p for p in todo if p.out_dir.exists() and jsonl.shards(p.out_dir)]
+    empty = [p for p in todo if not jsonl.shards(p.out_dir)]
+    if empty:
+        raise ValueError("stats: no records for " + ", ".join(f"{p.name} ({p.out_dir})" for p in empty)
+                         + ": make them first, e.g. synth.steps=[prompts,translate,generate,stats]")
     if not todo:
         return {}
-    if OmegaConf.is_missing(cfg.model, "name_or_path") and (s.stats.ppl or not cfg.model.get("tokenizer")):
-        raise ValueError("stats need the base model: model.name_or_path=/path/to/swallow-qwen3-8b-base "
-                         "(or model=qwen3_8b_base), or skip PPL with synth.stats.ppl=false and a tokenizer "
-                         "via model.tokenizer=…")
     model_name = None if OmegaConf.is_missing(cfg.model, "name_or_path") else cfg.model.name_or_path
     tok_name = cfg.model.get("tokenizer") or model_name
     tokenizer = st.load_tokenizer(tok_name)
@@ -360,8 +381,48 @@ def local_teacher(cfg: DictConfig) -> Iterator[None]:
         yield
 
 
+def teacher_file() -> str | None:
+    """The conf/teacher/ file of the selected teacher (when run through Hydra's entry point)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get("teacher") if HydraConfig.initialized() else None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Components and the teacher against their schema (synth.schema): an unknown key or a bad type is
+    an error naming it, before anything runs."""
+    for key, node in (plain(cfg.get("data")) or {}).items():
+        schema.check_component(key, node)
+    schema.check_teacher(plain(cfg.teacher), teacher_file())
+
+
+def looks_like_missing_path(name: str | None) -> bool:
+    """A local path (absolute, ./ or ~) that does not exist; hub ids are left to the loader."""
+    return bool(name) and str(name).startswith(("/", ".", "~")) and not Path(str(name)).expanduser().exists()
+
+
+def check_stats_inputs(cfg: DictConfig, plans: list[Plan]) -> None:
+    """The stats step's model and tokenizer, checked before anything is generated."""
+    s = cfg.synth
+    if not any(p.mode != "fixture" or s.stats.get("fixture", False) for p in plans):
+        return
+    no_model = OmegaConf.is_missing(cfg.model, "name_or_path")
+    if no_model and (s.stats.ppl or not cfg.model.get("tokenizer")):
+        raise ValueError("the stats step needs the student's base model for its tokenizer and PPL: "
+                         "model.name_or_path=/path/to/swallow-qwen3-8b-base (or model=qwen3_8b_base); or "
+                         "synth.stats.ppl=false model.tokenizer=…; or leave stats out: "
+                         "synth.steps=[prompts,translate,generate]")
+    for key in ("name_or_path", "tokenizer"):
+        value = None if key == "name_or_path" and no_model else cfg.model.get(key)
+        if looks_like_missing_path(value):
+            raise ValueError(f"model.{key}={value} does not exist (the stats step loads the student's "
+                             f"{'tokenizer' if key == 'tokenizer' else 'tokenizer and base model'} from it): fix "
+                             f"the path, or leave stats out: synth.steps=[prompts,translate,generate]")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     s = cfg.synth
+    validate(cfg)
     plans = make_plans(cfg)
     if s.dry_run:
         return dry_run(cfg, plans)
@@ -369,11 +430,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise ValueError(f"unknown synth.steps {sorted(unknown)}; known: {STEPS}")
-    if "stats" in steps and any(p.mode != "fixture" for p in plans) and OmegaConf.is_missing(cfg.model, "name_or_path") \
-            and (s.stats.ppl or not cfg.model.get("tokenizer")):
-        raise ValueError("the stats step needs the student's base model for its tokenizer and PPL: "
-                         "model.name_or_path=/path/to/swallow-qwen3-8b-base (or model=qwen3_8b_base); or "
-                         "synth.stats.ppl=false model.tokenizer=…; or leave stats out: synth.steps=[prompts,translate,generate]")
+    if "stats" in steps:
+        check_stats_inputs(cfg, plans)
     if any(x in steps for x in ("translate", "generate")):
         for p in plans:
             if p.mode == "api":
@@ -383,12 +441,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for p in plans:
         if p.notes:
             log.info("%s: %s", p.name, "; ".join(p.notes))
+    calls = [x for x in ("translate", "generate") if x in steps]
+    needs_server = any(p.mode == "api" for p in plans) and calls
+    if needs_server and not cfg.teacher.get("serve"):
+        asyncio.run(check_endpoints(cfg, plans))  # a dead URL or a refused key stops here, in seconds
     pool_map = None
     if any(x in steps for x in ("prompts", "translate", "generate")):
         pool_map = pools(cfg, plans)
         out["pools"] = {f"{k[0]}{'+answers' if k[1] else ''}": v.available for k, v in pool_map.items()}
-    calls = [x for x in ("translate", "generate") if x in steps]
-    needs_server = any(p.mode == "api" for p in plans) and calls
     with local_teacher(cfg) if needs_server else nullcontext():
         if "translate" in steps:
             out["translate"] = asyncio.run(_translate_step(cfg, plans, pool_map))

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -263,7 +264,8 @@ def load_lmsys(cfg: Any) -> Iterator[Prompt]:
 
 def load_local(cfg: Any, name: str) -> Iterator[Prompt]:
     """A local JSONL/JSON/Parquet file or directory; the instruction is ``field`` (default ``instruction``),
-    or the first user turn of ``messages``/``conversation``."""
+    or the first user turn of ``messages``/``conversation``. A malformed JSON line is an error naming the
+    file and the line."""
     path = Path(str(_get(cfg, "path"))).expanduser()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*")
                                                  if p.suffix in (".jsonl", ".json", ".parquet"))
@@ -273,16 +275,47 @@ def load_local(cfg: Any, name: str) -> Iterator[Prompt]:
     ds = _load(fmt, "train", data_files=[str(f) for f in files])
     fld = _get(cfg, "field", "instruction")
     id_field = _get(cfg, "id_field", "id")
-    for i, row in enumerate(ds):
-        text = row.get(fld)
-        if text is None:
-            text = first_user_turn(row.get("messages") or row.get("conversation"))
-        if not text or not str(text).strip():
+    empty = 0
+    try:
+        for i, row in enumerate(ds):
+            text = row.get(fld)
+            if text is None:
+                text = first_user_turn(row.get("messages") or row.get("conversation"))
+            if not text or not str(text).strip():
+                empty += 1
+                continue
+            rid = row.get(id_field) if id_field else None
+            rid = rid if rid is not None else hashlib.sha256(str(text).encode()).hexdigest()[:16]
+            yield Prompt(id=f"{name}:{rid}", source=name, instruction=str(text), meta={"row": i},
+                         output=row.get("output"))
+    except Exception:
+        bad = first_bad_line(files)
+        if bad is None:
+            raise
+        raise ValueError(f"{bad}; fix or remove that line (prompt source {name!r})") from None
+    if empty:
+        log.warning("prompt source %s: %d rows without a %r field or a user turn were skipped", name, empty, fld)
+
+
+def first_bad_line(files: list[Path]) -> str | None:
+    """``<file>:<1-based line>: not valid JSON (…)`` for the first JSON Lines file with a broken line."""
+    for f in files:
+        if f.suffix == ".parquet":
             continue
-        rid = row.get(id_field) if id_field else None
-        rid = rid if rid is not None else hashlib.sha256(str(text).encode()).hexdigest()[:16]
-        yield Prompt(id=f"{name}:{rid}", source=name, instruction=str(text), meta={"row": i},
-                     output=row.get("output"))
+        with open(f, "rb") as fh:
+            if f.suffix == ".json":
+                try:
+                    json.load(fh)
+                    continue
+                except ValueError:
+                    fh.seek(0)   # not one JSON document: JSON Lines under a .json name
+            for i, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        json.loads(line)
+                    except ValueError as e:
+                        return f"{f}:{i}: not valid JSON ({e})"
+    return None
 
 
 def load_source(name: str, cfg: Any, with_output: bool = False) -> Iterator[Prompt]:
@@ -350,17 +383,74 @@ def pool_info(path: Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text()) if meta.exists() else None
 
 
+def source_files(cfg: Any) -> list[Path]:
+    """The local files a source reads: a local source's ``path``, or a hub source's ``hub_id`` when it is
+    a local directory (dot-files skipped). Empty for a hub id (its files are the hub's)."""
+    target = _get(cfg, "path") if _get(cfg, "type") == "local" else _get(cfg, "hub_id")
+    p = Path(str(target)).expanduser() if target is not None else None
+    if p is None or not p.exists():
+        return []
+    if p.is_file():
+        return [p]
+    return sorted(f for f in p.rglob("*") if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+HASH_LIMIT = 1 << 30   # larger files (a local mirror of a hub dataset) are compared by size and mtime only
+
+
+def fingerprint(files: list[Path]) -> dict[str, list]:
+    """``{path: [size, mtime_ns, sha256 or None]}`` of the source's files."""
+    out = {}
+    for f in files:
+        st = f.stat()
+        out[str(f)] = [st.st_size, st.st_mtime_ns, _sha256(f) if st.st_size <= HASH_LIMIT else None]
+    return out
+
+
+def same_files(recorded: dict[str, list], files: list[Path], taken_at: float) -> bool:
+    """Do ``files`` still hold what ``recorded`` (a :func:`fingerprint` taken at ``taken_at``) says? Size
+    and mtime decide, except for a file modified within 2 s of the fingerprint (a timestamp too coarse to
+    tell two writes apart, as git's "racy" entries) or whose mtime changed: then its hash decides (for
+    files over ``HASH_LIMIT``, the mtime)."""
+    if sorted(recorded) != sorted(map(str, files)):
+        return False
+    for f in files:
+        size, mtime_ns, digest = recorded[str(f)]
+        st = f.stat()
+        if st.st_size != size:
+            return False
+        racy = st.st_mtime_ns >= (taken_at - 2) * 1e9
+        if digest is None and st.st_mtime_ns != mtime_ns:
+            return False
+        if digest is not None and (st.st_mtime_ns != mtime_ns or racy) and _sha256(f) != digest:
+            return False
+    return True
+
+
 def build_pool(name: str, cfg: Any, n: int, work_dir: Path, with_output: bool = False) -> PoolView:
     """The first ``n`` prompts of a source, cached at ``work_dir/pools/<key>.jsonl`` (its ``.meta.json``
     is written last: without it the pool is incomplete). A cached pool that is large enough (or holds the
-    whole source) is reused; a smaller one is rebuilt (prefix-stable). Streamed to disk, never held."""
+    whole source) and whose source files are unchanged (:func:`same_files`) is reused; otherwise it is
+    rebuilt (prefix-stable). Streamed to disk, never held."""
     path = pool_path(work_dir, name, cfg, with_output)
+    files = source_files(cfg)
     info = pool_info(path) if path.exists() else None
     if info is not None and (info["n"] >= n or info.get("exhausted")):
-        return PoolView(path, n)
+        if same_files(info.get("files") or {}, files, float(info.get("fingerprinted_at", 0))):
+            return PoolView(path, n)
+        log.warning("prompt source %s changed since its pool was built: rebuilding the pool", name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     path.with_suffix(".meta.json").unlink(missing_ok=True)
+    fingerprinted_at, prints = time.time(), fingerprint(files)   # before reading: a later edit is seen
     count, splits = 0, {}
     with open(tmp, "w", encoding="utf-8") as f:
         for p in itertools.islice(load_source(name, cfg, with_output=with_output), n):
@@ -369,7 +459,8 @@ def build_pool(name: str, cfg: Any, n: int, work_dir: Path, with_output: bool = 
             if "split" in p.meta:
                 splits[p.meta["split"]] = splits.get(p.meta["split"], 0) + 1
     os.replace(tmp, path)
-    meta = {"source": name, "n": count, "requested": n, "exhausted": count < n}
+    meta = {"source": name, "n": count, "requested": n, "exhausted": count < n, "files": prints,
+            "fingerprinted_at": fingerprinted_at}
     if splits:
         meta["splits"] = splits
     path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=1))

@@ -5,7 +5,8 @@ verbatim afterwards: each protected span becomes a placeholder ``[[Pn]]`` that t
 keep; a translation that loses, duplicates or invents a placeholder is retried, and after
 ``max_attempts`` the prompt is marked failed (never used with a broken span). The cache is append-only
 JSONL keyed by the hash of the English text, under ``<work_dir>/translate/<translator key>/``, shared
-by every component and shard that translates the same prompts.
+by every component and shard that translates the same prompts; in memory only an index of it is kept,
+and a bounded pool of workers pulls the texts (550k prompts are neither held nor scheduled at once).
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import openai
-
 from core import jsonl
-from synth.client import FatalEndpointError, describe
+from synth.client import RequestFailed, RequestRefused
 
 log = logging.getLogger(__name__)
 
@@ -93,37 +92,87 @@ class Translation:
     attempts: int
     error: str | None = None
 
+    def line(self) -> dict[str, Any]:
+        """The cache line: key and ok first, so that opening the cache need not parse the texts."""
+        return {"key": self.key, "ok": self.ok, "attempts": self.attempts, "error": self.error, "src": self.src,
+                "ja": self.ja}
+
+
+_KEY_OK = re.compile(rb'^\{"key": "([0-9a-f]+)", "ok": (true|false)')
+
+
+def _key_ok(line: bytes) -> tuple[str, bool]:
+    m = _KEY_OK.match(line)
+    if m:
+        return m.group(1).decode(), m.group(2) == b"true"
+    d = json.loads(line)   # a line in another key order
+    return d["key"], bool(d["ok"])
+
 
 class TranslationCache:
-    """Append-only cache: ``<dir>/part-<shard>.jsonl`` lines ``{key, src, ja, ok, attempts, error}``."""
+    """Append-only cache: ``<dir>/part-<shard>.jsonl`` lines ``{key, ok, attempts, error, src, ja}``.
+
+    In memory only an index ``key -> (file, byte offset, ok)`` (about 200 bytes an entry, whatever the
+    texts' length); :meth:`get` reads the one line it needs. A successful entry wins over a failed one."""
 
     def __init__(self, directory: Path, shard_name: str = "part-00000", fsync: bool = False):
         self.dir = Path(directory)
-        self.entries: dict[str, Translation] = {}
-        if self.dir.exists():
-            for shard in jsonl.shards(self.dir):
-                jsonl.repair(shard)
-                for d in jsonl.read(shard):
-                    t = Translation(**{k: d.get(k) for k in ("key", "src", "ja", "ok", "attempts", "error")})
-                    prev = self.entries.get(t.key)
-                    if prev is None or (t.ok and not prev.ok):
-                        self.entries[t.key] = t
+        self.files: list[Path] = []
+        self.index: dict[str, tuple[int, int, bool]] = {}
+        self._readers: dict[int, Any] = {}
         self._writer: jsonl.ShardWriter | None = None
         self._shard_name, self._fsync = shard_name, fsync
+        for shard in jsonl.shards(self.dir) if self.dir.exists() else ():
+            jsonl.repair(shard)
+            n = self._file_no(shard)
+            offset = 0
+            with open(shard, "rb") as f:
+                for raw in f:
+                    if raw.strip():
+                        self._note(*_key_ok(raw), n, offset)
+                    offset += len(raw)
+
+    def _file_no(self, path: Path) -> int:
+        if path not in self.files:
+            self.files.append(path)
+        return self.files.index(path)
+
+    def _note(self, key: str, ok: bool, file_no: int, offset: int) -> None:
+        prev = self.index.get(key)
+        if prev is None or (ok and not prev[2]):
+            self.index[key] = (file_no, offset, ok)
+
+    def ok(self, text: str) -> bool | None:
+        """Whether ``text`` was translated (True), tried and failed (False), or never tried (None)."""
+        where = self.index.get(text_key(text))
+        return None if where is None else where[2]
 
     def get(self, text: str) -> Translation | None:
-        return self.entries.get(text_key(text))
+        where = self.index.get(text_key(text))
+        if where is None:
+            return None
+        file_no, offset, _ = where
+        f = self._readers.get(file_no)
+        if f is None:
+            f = self._readers[file_no] = open(self.files[file_no], "rb")
+        f.seek(offset)
+        d = json.loads(f.readline())
+        return Translation(**{k: d.get(k) for k in ("key", "src", "ja", "ok", "attempts", "error")})
 
     def put(self, t: Translation) -> None:
         if self._writer is None:
             self._writer = jsonl.ShardWriter(self.dir, self._shard_name, fsync=self._fsync)
-        self._writer.write(t.__dict__)
-        self.entries[t.key] = t
+        offset = self._writer.path.stat().st_size   # this process is the only writer of its shard file
+        self._writer.write(t.line())
+        self._note(t.key, t.ok, self._file_no(self._writer.path), offset)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        for f in self._readers.values():
+            f.close()
+        self._readers.clear()
 
 
 class Translator:
@@ -136,10 +185,13 @@ class Translator:
         self.retry_failed = retry_failed
         self._pending: dict[str, asyncio.Future] = {}
 
+    def _done(self, text: str) -> bool:
+        ok = self.cache.ok(text)
+        return bool(ok) or (ok is False and not self.retry_failed)
+
     async def translate(self, text: str) -> Translation:
-        cached = self.cache.get(text)
-        if cached is not None and (cached.ok or not self.retry_failed):
-            return cached
+        if self._done(text):
+            return self.cache.get(text)
         key = text_key(text)
         if key in self._pending:  # the same English text asked twice concurrently: one request
             return await self._pending[key]
@@ -163,10 +215,8 @@ class Translator:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 reply = await self.client.chat(masked, system=self.system)
-            except openai.APIStatusError as exc:  # 400/413/422: this text cannot be translated there
-                if 400 <= exc.status_code < 500 and exc.status_code != 429:
-                    return Translation(key, text, None, False, attempt, describe(exc))
-                raise
+            except RequestRefused as exc:  # 400/413/422: this text cannot be translated there
+                return Translation(key, text, None, False, attempt, str(exc))
             out = (reply.response or "").strip()
             if reply.finish_reason == "length":
                 error = "translation truncated (finish_reason=length)"
@@ -181,18 +231,30 @@ class Translator:
         log.warning("translation failed after %d attempts: %s", self.max_attempts, error)
         return Translation(key, text, None, False, self.max_attempts, error)
 
-    async def translate_many(self, texts: Iterable[str], concurrency: int = 32) -> list[Translation]:
-        """Translate all; a text whose requests keep failing at the transport level is returned as a
-        failed, uncached translation (a rerun tries it again). 401/403/404 stop everything."""
-        sem = asyncio.Semaphore(concurrency)
+    async def translate_all(self, texts: Iterable[str], concurrency: int = 32) -> dict[str, int]:
+        """Translate every text not yet in the cache, ``concurrency`` at a time, pulling texts from the
+        iterable as workers free up (so a 550k-prompt pool is never held or scheduled at once). A text
+        whose requests keep failing is counted failed and not cached (a rerun tries it again);
+        :class:`FatalEndpointError` stops everything. Returns counts: translated, failed, cached."""
+        counts = {"translated": 0, "failed": 0, "cached": 0}
+        texts = iter(texts)
 
-        async def one(t: str) -> Translation:
-            async with sem:
+        async def worker() -> None:
+            for t in texts:
+                if self._done(t):
+                    counts["cached"] += 1
+                    continue
                 try:
-                    return await self.translate(t)
-                except FatalEndpointError:
-                    raise
-                except Exception as exc:
-                    return Translation(text_key(t), t, None, False, 0, f"unavailable: {describe(exc)}")
+                    ok = (await self.translate(t)).ok
+                except RequestFailed:
+                    ok = False
+                counts["translated" if ok else "failed"] += 1
 
-        return list(await asyncio.gather(*(one(t) for t in texts)))
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        return counts

@@ -1,6 +1,6 @@
 """The synth stage on CPU: hub loaders on local files in the hub schema, translation, faults, resume.
 
-Teachers here are ``synth.fake_server.FakeServer`` (a fixed-latency OpenAI-compatible HTTP server with
+Teachers here are ``tests/fault_server.py`` (a fixed-latency OpenAI-compatible HTTP server with
 fault injection); the real ``transformers serve`` end-to-end test is in test_synth_server.py.
 """
 
@@ -22,7 +22,7 @@ from core import jsonl
 from core.triple import Triple
 from synth import pipeline, sources
 from synth.client import ChatClient, FatalEndpointError
-from synth.fake_server import FakeServer
+from fault_server import FaultServer
 from synth.translate import TranslationCache, Translator, protect, restore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,26 +244,28 @@ def test_translator_preserves_spans_retries_lost_placeholders_and_caches(tmp_pat
         client = ChatClient({"name": "t", "model": "m", "endpoints": [fs.url]},
                             retries={"max_attempts": 2, "initial": 0.01, "max": 0.02})
         try:
-            return await Translator(client, cache).translate_many([text, bad, text])
+            return await Translator(client, cache).translate_all([text, bad, text])
         finally:
             await client.aclose()
 
     import asyncio
 
-    with FakeServer(translate=True) as fs:
+    with FaultServer(translate=True) as fs:
+        counts = asyncio.run(go(TranslationCache(tmp_path / "tr")))
+        # the duplicate text was translated once (or found in the cache when its twin had finished)
+        assert counts["translated"] + counts["cached"] == 3 and counts["failed"] == 0
+        n = fs.requests
+        assert n == 3  # text, bad (twice: its first translation lost a placeholder)
         cache = TranslationCache(tmp_path / "tr")
-        res = asyncio.run(go(cache))
-        cache.close()
+        res = [cache.get(t) for t in (text, bad)]
         assert all(r.ok for r in res)
         ja = res[0].ja
         assert ja.startswith("【訳】") and "Explain" not in ja
         for span in ("`x = y + 1`", "$a+b=b+a$", "```\nassert 1 + 1 == 2\n```"):
             assert span in ja
         assert res[1].attempts == 2 and "`bug()`" in res[1].ja
-        n = fs.requests
-        assert n == 3  # the duplicate text was translated once
-        res2 = asyncio.run(go(TranslationCache(tmp_path / "tr")))  # resumed from the cache: no request
-        assert fs.requests == n and [r.ja for r in res2] == [r.ja for r in res]
+        again = asyncio.run(go(cache))  # resumed from the cache: no request
+        assert fs.requests == n and again == {"translated": 0, "failed": 0, "cached": 3}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -292,8 +294,8 @@ def chat_cfg(root: Path, prompts: Path, url: str, *extra: str):
 @pytest.mark.parametrize("reasoning", ["field", "reasoning", "inline"])
 def test_injected_faults_every_record_done_or_flagged_counts_exact(tmp_path, reasoning):
     prompts = write_prompts(tmp_path / "p.jsonl", 30, FAULTS)
-    with FakeServer(latency=0.005, hang=3.0, reasoning=reasoning) as fs:
-        cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=20", "synth.timeout=0.5",
+    with FaultServer(latency=0.005, hang=3.0, reasoning=reasoning) as fs:
+        cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=20", "teacher.timeout=0.5",
                        "synth.prompt_margin=0", "synth.prompt_extra=10", "synth.steps=[prompts,generate]")
         c = pipeline.run(cfg)["generate"]["chat_oss_en"]
     # 30 prompts, 20 wanted: 4 flagged (5 truncated, 6 empty, 7 notrace, 8 refused) are excluded and
@@ -317,7 +319,7 @@ def test_injected_faults_every_record_done_or_flagged_counts_exact(tmp_path, rea
 
 def test_flag_policy_keep_keeps_flagged_records_with_their_flags(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 6, {1: "[[out:truncated]]"})
-    with FakeServer() as fs:
+    with FaultServer() as fs:
         cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=4", "synth.steps=[prompts,generate]",
                        "synth.flag_policy.truncated=keep", "synth.flag_policy.empty_response=keep")
         c = pipeline.run(cfg)["generate"]["chat_oss_en"]
@@ -330,17 +332,19 @@ def test_401_fails_fast_without_retry_and_never_prints_the_key(tmp_path, monkeyp
     secret = "sk-test-THIS-MUST-NOT-LEAK-1234"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     prompts = write_prompts(tmp_path / "p.jsonl", 5)
-    with FakeServer(api_key="the-right-key") as fs:
+    with FaultServer(api_key="the-right-key") as fs:
         cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=5", "synth.concurrency=1",
                        "synth.steps=[prompts,generate]")
         with pytest.raises(FatalEndpointError, match="401") as e:
             pipeline.run(cfg)
-    assert fs.requests == 1 and secret not in str(e.value) and "Incorrect API key" in str(e.value)
+    # refused at the pre-flight GET /models, before any prompt was sent
+    assert fs.outcomes["401"] == 1 and fs.requests == 0
+    assert secret not in str(e.value) and "Incorrect API key" in str(e.value) and "$OPENAI_API_KEY" in str(e.value)
 
 
 def test_endpoints_are_balanced(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 40)
-    with FakeServer(latency=0.02) as a, FakeServer(latency=0.02) as b:
+    with FaultServer(latency=0.02) as a, FaultServer(latency=0.02) as b:
         cfg = chat_cfg(tmp_path, prompts, a.url, f"teacher.endpoints=[{a.url},{b.url}]", "synth.limit=32",
                        "synth.concurrency=8", "synth.steps=[prompts,generate]")
         c = pipeline.run(cfg)["generate"]["chat_oss_en"]
@@ -350,7 +354,7 @@ def test_endpoints_are_balanced(tmp_path):
 def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 60, {7: "[[out:empty]]", 33: "[[out:truncated]]"})
     n = 40
-    with FakeServer(latency=0.08) as fs:
+    with FaultServer(latency=0.08) as fs:
         args = ["experiment=chat_oss_en_ja", "synth.components=[chat_oss_en]", "~synth.sources.lmsys", f"+synth.sources.lmsys={{type: local, path: '{prompts}'}}",
                 f"teacher.endpoints=[{fs.url}]", f"synth.limit={n}", "synth.concurrency=4",
                 "synth.steps=[prompts,generate]", "synth.progress=false", *FAST_RETRY]
@@ -381,7 +385,7 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(tmp_path):
 
 def test_shards_then_merge_equal_single_run_without_duplicates(tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 40, {3: "[[out:empty]]"})
-    with FakeServer() as fs:
+    with FaultServer() as fs:
         common = ("synth.limit=21", "synth.steps=[prompts,generate]")
         for i in range(3):
             pipeline.run(chat_cfg(tmp_path / "sharded", prompts, fs.url, *common, "synth.num_shards=3",
@@ -410,7 +414,7 @@ def test_shards_then_merge_equal_single_run_without_duplicates(tmp_path):
 
 def test_stats_count_mean_tokens_ppl_with_tiny_model(tmp_path, tiny_student):
     prompts = write_prompts(tmp_path / "p.jsonl", 8, {2: "[[out:truncated]]"})
-    with FakeServer() as fs:
+    with FaultServer() as fs:
         cfg = chat_cfg(tmp_path, prompts, fs.url, "synth.limit=5", "model=tiny_qwen3",
                        "synth.steps=[prompts,generate,stats]", "synth.stats.batch_tokens=256")
         out = pipeline.run(cfg)

@@ -1,26 +1,33 @@
-"""A fixed-latency OpenAI-compatible chat server with fault injection, for tests and the benchmark.
+"""A fault-injecting OpenAI-compatible chat server (stdlib asyncio), for the synth tests and its benchmark.
 
-Not a model: it answers ``POST /v1/chat/completions`` after ``latency`` seconds with a deterministic
-reply built from the prompt. Faults are requested by directives inside the user message, so a client in
-another process (the SIGKILL test) sees the same behaviour:
+Not a model: ``POST /v1/chat/completions`` (and ``GET /v1/models``) answers after ``latency`` seconds with a deterministic reply
+built from the prompt (the last user message). It lives in ``tests/`` because users never need it; the
+benchmark (``bench/bench_synth.py``) starts it as ``python tests/fault_server.py --latency 1``.
 
-- ``[[fault:429,500,timeout,garbled,drop,401]]``: the first attempts at this prompt fail in this order
-  (HTTP 429 / 500, a hang longer than any sane client timeout, a 200 with broken JSON, a connection
-  closed without an answer, 401), later attempts succeed.
-- ``[[out:truncated]]`` (finish_reason=length, unclosed trace), ``[[out:empty]]`` (empty response),
-  ``[[out:notrace]]`` (no reasoning at all), ``[[out:unclosed]]`` (inline ``<think>`` never closed),
-  ``[[out:400]]`` (always HTTP 400).
+Faults come from two places, and the server counts every one it injects (``outcomes``, ``injected``):
 
-``reasoning``: where the trace goes: ``field`` (``reasoning_content``, as vLLM), ``reasoning`` (the
-``reasoning`` field), ``inline`` (``<think>…</think>`` in the content, as R1). ``translate=True`` makes it a
-fake En→Ja translator that keeps ``[[Pn]]`` placeholders (``[[fault:dropph]]`` drops one on the first try).
+- **Directives** inside the prompt, for targeted tests: ``[[fault:429,500,timeout,garbled,drop,401]]``
+  makes the first attempts at this prompt fail in this order (HTTP 429 / 500, a hang of ``hang`` seconds,
+  a 200 with broken JSON, a connection closed without an answer, 401), later attempts succeed;
+  ``[[out:truncated]]`` (finish_reason=length, unclosed trace), ``[[out:empty]]`` (empty response),
+  ``[[out:notrace]]`` (no reasoning), ``[[out:unclosed]]`` (inline ``<think>`` never closed), ``[[out:400]]``
+  (always HTTP 400).
+- **Rates**, for black-box runs: ``transient={"429": 0.05, "timeout": 0.02, ...}`` is the chance that each
+  of the first ``transient_attempts`` attempts at a prompt fails that way; ``permanent={"truncated": 0.03,
+  "unclosed": 0.03, "empty": 0.03}`` the chance that a prompt always gets that bad answer. Both are
+  decided by a hash of (seed, prompt, attempt), so they do not depend on timing, on which endpoint or
+  process asks, or on a restart: :meth:`permanent_fault` tells a test in advance what a prompt will get.
 
-Run standalone for the benchmark: ``python -m synth.fake_server --latency 0.1`` prints its base URL.
+``api_key``: every request must carry ``Authorization: Bearer <api_key>`` (else 401). ``reasoning``: where
+the trace goes: ``field`` (``reasoning_content``, as vLLM), ``reasoning`` (the ``reasoning`` field),
+``inline`` (``<think>…</think>`` in the content, as R1). ``translate=True`` makes it a fake En→Ja
+translator that keeps ``[[Pn]]`` placeholders (``[[fault:dropph]]`` drops one on the first try).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import threading
@@ -31,17 +38,39 @@ from typing import Any
 _FAULT = re.compile(r"\[\[fault:([a-z0-9,]+)\]\]")
 _OUT = re.compile(r"\[\[out:([a-z0-9]+)\]\]")
 _PH = re.compile(r"\[\[P\d+\]\]")
+TRANSIENT = ("429", "500", "502", "503", "timeout", "garbled", "drop")
+PERMANENT = ("truncated", "unclosed", "empty", "notrace")
 
 
-class FakeServer:
-    def __init__(self, latency: float = 0.0, reasoning: str = "field", hang: float = 30.0,
-                 translate: bool = False, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0):
+def _uniform(*parts: object) -> float:
+    """A number in [0, 1) fixed by ``parts`` (the same in every process and run)."""
+    h = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def _pick(u: float, rates: dict[str, float]) -> str | None:
+    for kind, rate in rates.items():
+        if u < rate:
+            return kind
+        u -= rate
+    return None
+
+
+class FaultServer:
+    def __init__(self, latency: float = 0.0, reasoning: str = "field", hang: float = 30.0, translate: bool = False,
+                 api_key: str | None = None, transient: dict[str, float] | None = None,
+                 permanent: dict[str, float] | None = None, transient_attempts: int = 2, seed: int = 0,
+                 host: str = "127.0.0.1", port: int = 0):
         self.latency, self.reasoning, self.hang = latency, reasoning, hang
         self.translate, self.api_key = translate, api_key
+        self.transient, self.permanent = dict(transient or {}), dict(permanent or {})
+        assert set(self.transient) <= set(TRANSIENT) and set(self.permanent) <= set(PERMANENT)
+        self.transient_attempts, self.seed = transient_attempts, seed
         self.host, self.port = host, port
         self.attempts: Counter = Counter()     # per prompt text
         self.requests = 0
-        self.outcomes: Counter = Counter()
+        self.outcomes: Counter = Counter()     # every answer given, by kind (ok, 429, timeout, truncated, …)
+        self.injected: dict[str, str] = {}     # prompt -> the permanent fault it was answered with
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
@@ -49,6 +78,15 @@ class FakeServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
+
+    def permanent_fault(self, prompt: str) -> str | None:
+        """The bad answer a prompt always gets from the rates (None: a good one)."""
+        return _pick(_uniform(self.seed, prompt, "out"), self.permanent)
+
+    def _transient_fault(self, prompt: str, attempt: int) -> str | None:
+        if attempt >= self.transient_attempts:
+            return None
+        return _pick(_uniform(self.seed, prompt, attempt), self.transient)
 
     # ---- HTTP ------------------------------------------------------------------------------------
 
@@ -80,28 +118,33 @@ class FakeServer:
     async def _dispatch(self, method: str, path: str, headers: dict[str, str], body: bytes):
         if method == "GET" and path.rstrip("/").endswith("health"):
             return 200, {"status": "ok"}
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            self.outcomes["401"] += 1
+            return 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+        if method == "GET" and path.rstrip("/").endswith("/models"):
+            return 200, {"object": "list", "data": [{"id": "fault-server", "object": "model"}]}
         if method != "POST" or not path.endswith("/chat/completions"):
             return 404, {"error": {"message": f"no route {method} {path}"}}
         self.requests += 1
         req = json.loads(body)
-        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
-            self.outcomes["401"] += 1
-            return 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
         msgs = req.get("messages") or []
         prompt = next((m["content"] for m in reversed(msgs) if m.get("role") == "user"), "")
         n = self.attempts[prompt]
         self.attempts[prompt] += 1
-        fault = None
         m = _FAULT.search(prompt)
         if m:
             seq = m.group(1).split(",")
             fault = seq[n] if n < len(seq) else None
+        else:
+            fault = self._transient_fault(prompt, n)
         if self.latency:
             await asyncio.sleep(self.latency)
         outs = set(_OUT.findall(prompt))
-        if fault is not None:
+        if not outs and (kind := self.permanent_fault(prompt)) is not None:
+            outs = {kind}
+        if fault is not None and fault != "dropph":
             self.outcomes[fault] += 1
-            if fault in ("429", "500", "502", "503", "401", "404"):
+            if fault.isdigit():
                 return int(fault), {"error": {"message": f"injected {fault}"}}
             if fault == "timeout":
                 await asyncio.sleep(self.hang)
@@ -113,8 +156,12 @@ class FakeServer:
         if "400" in outs:
             self.outcomes["400"] += 1
             return 400, {"error": {"message": "This model's maximum context length is 8 tokens"}}
-        self.outcomes["ok"] += 1
-        return 200, self._completion(req, prompt, outs, fault_dropph=bool(m and "dropph" in m.group(1)) and n == 0)
+        for kind in outs:
+            self.outcomes[kind] += 1
+            self.injected[prompt] = kind
+        if not outs:
+            self.outcomes["ok"] += 1
+        return 200, self._completion(req, prompt, outs, fault_dropph=fault == "dropph")
 
     # ---- replies ---------------------------------------------------------------------------------
 
@@ -172,7 +219,7 @@ class FakeServer:
         self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def start(self) -> "FakeServer":
+    def start(self) -> "FaultServer":
         ready = threading.Event()
 
         def run() -> None:
@@ -181,7 +228,7 @@ class FakeServer:
             ready.set()
             self._loop.run_forever()
 
-        self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
+        self._thread = threading.Thread(target=run, name="fault-openai", daemon=True)
         self._thread.start()
         ready.wait(10)
         return self
@@ -200,7 +247,7 @@ class FakeServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> "FaultServer":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -208,16 +255,21 @@ class FakeServer:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python tests/fault_server.py --latency 1``: serve until killed; prints the base URL first."""
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--reasoning", default="field", choices=["field", "reasoning", "inline"])
+    ap.add_argument("--api-key-env", default=None, help="require the key held by this environment variable")
     ap.add_argument("--port", type=int, default=0)
     a = ap.parse_args(argv)
 
     async def amain() -> None:
-        s = FakeServer(latency=a.latency, reasoning=a.reasoning, port=a.port)
+        import os
+
+        s = FaultServer(latency=a.latency, reasoning=a.reasoning, port=a.port,
+                        api_key=os.environ[a.api_key_env] if a.api_key_env else None)
         await s.serve()
         print(s.url, flush=True)
         await asyncio.Event().wait()

@@ -1,0 +1,119 @@
+"""The keys a mixture component (``conf/data/*.yaml``) and a teacher (``conf/teacher/*.yaml``) may have.
+
+Hydra composes YAML files without a schema, so a misspelt key (``reasoning_efort: high``) would be
+silently ignored and the run would fall back to another value. :func:`check_component` and
+:func:`check_teacher` compare each node with the dataclasses below: an unknown key is an error naming
+the key, where it is, the closest valid key and all valid keys; OmegaConf then checks the types.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@dataclass
+class Component:
+    """A mixture component (Table 1): what synth makes and train reads."""
+
+    name: str
+    domain: str                          # stem | chat
+    lang_input: str                      # en | ja
+    lang_trace: str | None
+    teacher: str                         # a teacher config's ``name``, or ``fixture``
+    reasoning_effort: str | None
+    keep_trace: bool
+    prompt_source: str                   # a synth.sources entry, ``<source>_ja``, or ``fixture``
+    path: str                            # where the JSONL shards live
+    hub_id: str | None = None            # or a dataset already in the triple schema
+
+
+@dataclass
+class Serve:
+    """``teacher.serve``: the stage starts ``transformers serve`` on this local model for the run."""
+
+    model: str
+    device: str = "cpu"
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Endpoint:
+    """One entry of ``teacher.endpoints`` when it is not a plain URL."""
+
+    base_url: str
+    weight: float = 1.0
+    api_key_env: str | None = None
+
+
+@dataclass
+class Teacher:
+    """An OpenAI-compatible teacher. ``timeout``: seconds per request (the only request timeout)."""
+
+    name: str
+    model: str
+    endpoints: list[Any] = field(default_factory=list)   # URLs or Endpoint mappings
+    api_key_env: str | None = None
+    reasoning_effort: str | None = None
+    expects_trace: bool = True
+    elicit_trace: str | None = None
+    system: str | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    timeout: float = 3600.0
+    serve: Serve | None = None
+
+
+# Sampling parameters of the OpenAI chat API and of vLLM's extension of it; anything else a server
+# accepts goes in ``extra_body`` (so that a misspelt sampling key is caught, not silently ignored).
+SAMPLING = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "min_tokens",
+            "presence_penalty", "frequency_penalty", "repetition_penalty", "length_penalty", "seed", "stop",
+            "stop_token_ids", "n", "logit_bias", "logprobs", "top_logprobs", "ignore_eos", "skip_special_tokens")
+
+
+def _unknown(node: dict[str, Any], valid: list[str] | tuple[str, ...], where: str, hint: str = "") -> None:
+    for key in node:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            guess = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"{where}: unknown key '{key}'{guess}. Valid keys: {', '.join(valid)}.{hint}")
+
+
+def _check(node: Any, cls: type, where: str) -> None:
+    if not isinstance(node, dict):
+        raise ValueError(f"{where}: expected a mapping of {', '.join(f.name for f in fields(cls))}, got {node!r}")
+    _unknown(node, [f.name for f in fields(cls)], where)
+    try:
+        OmegaConf.merge(OmegaConf.structured(cls), node)
+    except OmegaConfBaseException as e:
+        raise ValueError(f"{where}: {str(e).splitlines()[0]} (key '{getattr(e, 'full_key', '?')}')") from None
+    missing = [f.name for f in fields(cls) if f.name not in node and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
+
+
+def check_component(key: str, node: dict[str, Any]) -> None:
+    """``node`` (resolved) is the component ``data.<key>``."""
+    where = f"data.{key}" + (f" (conf/data/{key}.yaml)" if (CONF / "data" / f"{key}.yaml").exists() else "")
+    _check(node, Component, where)
+
+
+def check_teacher(node: dict[str, Any], file: str | None = None) -> None:
+    """``node`` (resolved) is the selected teacher config; ``file`` its name under conf/teacher/."""
+    at = f" (conf/teacher/{file}.yaml)" if file else ""
+    _unknown(node, [f.name for f in fields(Teacher)], "teacher" + at)
+    _unknown(node.get("sampling") or {}, SAMPLING, "teacher.sampling" + at,
+             " Other request fields go in teacher.extra_body.")
+    if isinstance(node.get("serve"), dict):
+        _check(node["serve"], Serve, "teacher.serve" + at)
+    for i, e in enumerate(node.get("endpoints") or []):
+        if not isinstance(e, str):
+            _check(e, Endpoint, f"teacher.endpoints[{i}]{at}")
+    _check(node, Teacher, "teacher" + at)
