@@ -51,12 +51,10 @@ def component_counts(cfg: DictConfig) -> dict[str, int]:
     return counts
 
 
-def load_component(name: str, comp: DictConfig, experiment: str) -> list[dict[str, Any]]:
-    """All records of one component: local synthesized shards, or a hub dataset in the triple schema."""
+def check_present(name: str, comp: DictConfig, experiment: str) -> None:
+    """A local component must have shards (cheap: a directory listing, no record read)."""
     if comp.get("hub_id"):
-        import datasets
-
-        return list(datasets.load_dataset(comp.hub_id, split="train"))
+        return
     path = Path(comp.path)
     if not jsonl.shards(path):
         raise MixtureError(
@@ -64,7 +62,33 @@ def load_component(name: str, comp: DictConfig, experiment: str) -> list[dict[st
             f"`python -m synth experiment={experiment}` (or point data.{name}.path / data.{name}.hub_id "
             f"at existing triples)."
         )
-    return list(jsonl.read_dir(path))
+
+
+def load_component(name: str, comp: DictConfig, experiment: str) -> list[dict[str, Any]]:
+    """All records of one component (local synthesized shards, or a hub dataset in the triple schema),
+    each checked against the triple schema: a bad one is an error naming its file, position and id."""
+    if comp.get("hub_id"):
+        import datasets
+
+        rows = datasets.load_dataset(comp.hub_id, split="train")
+        return [checked(r, name, f"{comp.hub_id} row {i}") for i, r in enumerate(rows)]
+    check_present(name, comp, experiment)
+    return [checked(r, name, f"{shard} record {i}")
+            for shard in jsonl.shards(Path(comp.path)) for i, r in enumerate(jsonl.read(shard), 1)]
+
+
+def checked(record: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    try:
+        Triple.from_dict(record)
+        for key in ("instruction", "response"):
+            if not isinstance(record[key], str):
+                raise ValueError(f"record {record['id']}: {key} is {type(record[key]).__name__}, not text")
+    except (AttributeError, TypeError, ValueError) as e:
+        raise MixtureError(
+            f"component {name!r}: {where} is not a triple ({e}). Every record needs the fields of "
+            f"core/triple.py (id, instruction, trace, response, ...); fix the record or re-synthesize it."
+        ) from None
+    return record
 
 
 @dataclass
@@ -97,8 +121,6 @@ def build(cfg: DictConfig) -> tuple[list[dict[str, Any]], Manifest]:
     examples: list[dict[str, Any]] = []
     for name, comp in cfg.data.items():
         records = load_component(name, comp, cfg.experiment.name)
-        for r in records[:1]:
-            Triple.from_dict(r)  # fail fast on a file that is not in the triple schema
         usable = [r for r in records if not excluded_flags.intersection(r.get("flags") or [])]
         if comp.keep_trace:
             usable = [r for r in usable if r.get("trace")]

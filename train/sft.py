@@ -18,11 +18,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from core import wandb_mode
+from core import think, wandb_mode
 from core.assets import resolve_model
 from train import mixture
 
 log = logging.getLogger(__name__)
+
+
+class TrainError(ValueError):
+    """Bad train input, found before anything is written: names the setting or file and the fix."""
 
 
 def experiment_names() -> list[str]:
@@ -38,7 +42,7 @@ def gradient_accumulation(global_batch: int, per_device: int, world: int) -> int
     """Derive gradient accumulation so that world × per-device × accumulation = the user's global batch."""
     per_step = per_device * world
     if global_batch % per_step:
-        raise ValueError(
+        raise TrainError(
             f"trainer.global_batch_size={global_batch} is not divisible by world size {world} × "
             f"trainer.per_device_batch_size={per_device} = {per_step}; choose a per-device batch size and "
             f"a GPU count whose product divides it."
@@ -79,16 +83,27 @@ def tokenize_mixture(examples: list[dict[str, Any]], tokenizer, cfg: DictConfig)
         desc="Tokenizing",
     )
     max_len = cfg.trainer.max_length
-    over_ids = ds.filter(lambda e: len(e["input_ids"]) > max_len, desc="Finding over-length")["id"]
+    lengths = [len(x) for x in ds["input_ids"]]
+    over_ids = [i for i, n in zip(ds["id"], lengths) if n > max_len]
     counts = {"overlength": len(over_ids), "policy": cfg.mixture.overlength}
     if over_ids:
         if cfg.mixture.overlength == "drop":
             ds = ds.filter(lambda e: len(e["input_ids"]) <= max_len, desc="Dropping over-length")
-        elif cfg.mixture.overlength == "truncate":
+        else:  # truncate (the value is checked in preflight)
             ds = ds.map(lambda e: {"input_ids": e["input_ids"][:max_len], "labels": e["labels"][:max_len]})
             ds = ds.filter(lambda e: any(x != -100 for x in e["labels"]), desc="Dropping prompt-only")
-        else:
-            raise ValueError(f"mixture.overlength={cfg.mixture.overlength!r}: use drop or truncate")
+        log.warning("%d of %d records are longer than trainer.max_length=%d tokens (longest %d): %s "
+                    "(mixture.overlength=%s); %d records remain", len(over_ids), len(lengths), max_len,
+                    max(lengths), "dropped" if cfg.mixture.overlength == "drop" else "truncated",
+                    cfg.mixture.overlength, len(ds))
+    if len(ds) == 0:
+        raise TrainError(
+            f"nothing to train on: all {len(lengths)} records are longer than trainer.max_length={max_len} "
+            f"tokens (shortest {min(lengths)}, median {sorted(lengths)[len(lengths) // 2]}, longest "
+            f"{max(lengths)}) and mixture.overlength={cfg.mixture.overlength} leaves none. Raise "
+            f"trainer.max_length (to at least {min(lengths)}), or set mixture.overlength=truncate when the "
+            f"prompts fit."
+        )
     return ds, counts, set(over_ids)
 
 
@@ -143,7 +158,7 @@ def deepspeed_config(value: str | None) -> str | None:
     shipped = REPO / "conf" / "trainer" / "deepspeed" / f"{value}.json"
     if not shipped.is_file():
         names = sorted(p.stem for p in shipped.parent.glob("*.json"))
-        raise ValueError(f"trainer.deepspeed={value!r} is neither a file nor one of the shipped configs {names}")
+        raise TrainError(f"trainer.deepspeed={value!r} is neither a file nor one of the shipped configs {names}")
     return str(shipped)
 
 
@@ -179,42 +194,96 @@ def start_wandb(cfg: DictConfig) -> Any:
     )
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def preflight(cfg: DictConfig) -> dict[str, Any]:
+    """Every cheap check, before anything is read in bulk, tokenized or written: the experiment, the option
+    values, the batch arithmetic, the DeepSpeed config, the components' data and the model's config."""
     if cfg.get("experiment") is None:
-        raise SystemExit(
+        raise TrainError(
             "No experiment given. Choose one: python -m train experiment=<name>, where <name> is one of: "
             + ", ".join(experiment_names())
         )
-    export_slurm_distributed_env()
+    for key, allowed in {"mixture.overlength": ("drop", "truncate"), "mixture.no_trace": think.NO_TRACE_MODES,
+                         "mixture.shortfall": ("error", "use_all")}.items():
+        if OmegaConf.select(cfg, key) not in allowed:
+            raise TrainError(f"{key}={OmegaConf.select(cfg, key)!r}: use one of {', '.join(allowed)}")
+    t = cfg.trainer
+    accumulation = gradient_accumulation(t.global_batch_size, t.per_device_batch_size, world_size())
+    deepspeed_config(t.deepspeed)
+    for name, comp in cfg.data.items():
+        mixture.check_present(name, comp, cfg.experiment.name)
+    return {"model": model_path(cfg), "tokenizer": load_tokenizer(cfg), "accumulation": accumulation}
+
+
+def model_path(cfg: DictConfig) -> str:
+    """``model.name_or_path`` resolved to something ``from_pretrained`` loads, or an error saying what to pass."""
+    if OmegaConf.is_missing(cfg.model, "name_or_path") or not cfg.model.name_or_path:
+        raise TrainError(
+            "model.name_or_path is not set: pass the student to train, e.g. "
+            "model.name_or_path=/path/to/swallow-qwen3-8b-base (the paper's student, Qwen3-8B-Base "
+            "continued-pretrained on Japanese; a local directory or a hub id), model=qwen3_8b_base "
+            "(Qwen/Qwen3-8B-Base), or model=tiny_qwen3 (the built-in 2-layer student for CPU runs)."
+        )
+    from transformers import AutoConfig
+
+    path = resolve_model(cfg.model.name_or_path)
+    try:  # reads config.json only (local, or the hub's small file): cheap
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise TrainError(unloadable("model.name_or_path", cfg.model.name_or_path, e)) from None
+    return path
+
+
+def load_tokenizer(cfg: DictConfig):
     from transformers import AutoTokenizer
+
+    name = cfg.model.tokenizer or cfg.model.name_or_path
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(name))
+    except (OSError, ValueError) as e:
+        raise TrainError(unloadable("model.tokenizer", name, e)) from None
+
+
+def unloadable(key: str, name: str, e: Exception) -> str:
+    return (f"{key}={name!r} cannot be loaded ({type(e).__name__}: {str(e).strip().splitlines()[0]}). Pass a "
+            f"local directory made by save_pretrained, or a hub id that is reachable (or cached, offline).")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename: a reader sees the old or the new file, whole."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train, or raise ``TrainError``/``MixtureError`` before anything is written."""
+    checked = preflight(cfg)
+    export_slurm_distributed_env()
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
-    output_dir = Path(cfg.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    if rank0:
-        (output_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    model_path = resolve_model(cfg.model.name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model.tokenizer or cfg.model.name_or_path))
+    tokenizer = checked["tokenizer"]
     examples, manifest = mixture.build(cfg)
     dataset, overlength, _ = tokenize_mixture(examples, tokenizer, cfg)
     manifest.record_ids = list(dataset["id"])  # after the over-length policy: exactly what is trained on
     summary = {**manifest.summary(), "overlength": overlength, "max_length": cfg.trainer.max_length}
-    if rank0:
-        (output_dir / "manifest.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-        (output_dir / "manifest_ids.txt").write_text("\n".join(manifest.record_ids) + "\n")
     log.info("mixture: %d examples (%s)", len(dataset), {k: v["used"] for k, v in manifest.components.items()})
 
+    output_dir = Path(cfg.output_dir)
     args = sft_config(cfg, output_dir)
-    wandb_run = start_wandb(cfg)
     trainer = SFTTrainer(
-        model=load_model(cfg, model_path),
+        model=load_model(cfg, checked["model"]),
         args=args,
         train_dataset=dataset.remove_columns(["id", "component"]),
         processing_class=tokenizer,
     )
+    # The run has started: only now is its provenance written (a failed rerun leaves a finished run's intact).
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(output_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_atomic(output_dir / "manifest.json", json.dumps(summary, indent=2, ensure_ascii=False))
+        write_atomic(output_dir / "manifest_ids.txt", "\n".join(manifest.record_ids) + "\n")
+    wandb_run = start_wandb(cfg)
     last = get_last_checkpoint(str(output_dir)) if any(output_dir.glob("checkpoint-*")) else None
     if last:
         log.info("resuming from %s", last)
@@ -233,7 +302,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "wandb_run_id": wandb_run.id if wandb_run is not None else None,
     }
     if trainer.is_world_process_zero():
-        (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_atomic(output_dir / "train_metrics.json", json.dumps(metrics, indent=2))
     if wandb_run is not None:
         wandb_run.finish()
     return metrics
