@@ -104,3 +104,25 @@ def test_dropped_overlength_records_are_warned_with_their_count(tmp_path, qwen3_
         ds, counts, _ = sft.tokenize_mixture(examples, qwen3_tokenizer, cfg)
     assert counts["overlength"] > 0
     assert f"{counts['overlength']} of {len(examples)} records are longer than trainer.max_length=96" in caplog.text
+
+
+def test_wandb_auto_mode_is_online_only_when_keyed_and_the_server_answers(monkeypatch, caplog):
+    import http.server
+    import threading
+
+    from core import wandb_mode
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    try:
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_port}")
+        assert wandb_mode.resolve("auto") == "online"  # any HTTP answer (here 501) means reachable
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+        with caplog.at_level("WARNING", logger="core.wandb_mode"):
+            assert [wandb_mode.resolve("auto") for _ in range(3)] == ["offline"] * 3
+        assert caplog.text.count("does not answer") == 1
+        assert wandb_mode.resolve("online") == "online"  # an explicit mode is the user's
+    finally:
+        server.shutdown()
