@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import CONF, REPO, install_triples
-from core import think
+from core import student, think
 from core.triple import Triple
 from train import mixture, sft
 
@@ -59,7 +59,7 @@ def test_every_experiment_composes_and_equals_table1():
     seen = {}
     for name in paper_experiments():
         cfg = compose_train(f"experiment={name}")
-        counts = mixture.component_counts(cfg)
+        counts = student.component_counts(cfg)
         rows = [
             (c.domain, teacher_label(c), c.lang_input, c.lang_trace if c.keep_trace else None, counts[n])
             for n, c in cfg.data.items()
@@ -97,10 +97,10 @@ def test_gradient_accumulation_is_derived_and_checked():
 def test_rendered_text_keeps_trace_verbatim_and_labels_only_assistant(demo_triples, qwen3_tokenizer):
     tok = qwen3_tokenizer
     rec = dict(demo_triples[0], trace="Step 1:  keep  spacing.\n\nStep 2: 1+1=2\n")
-    ex = {"messages": mixture.messages(rec, keep_trace=True, no_trace="response_only")}
-    eos = mixture.end_of_turn(tok)
+    ex = {"messages": student.messages(rec, keep_trace=True, no_trace="response_only")}
+    eos = student.end_of_turn(tok)
     assert eos == "<|im_end|>\n"
-    out = mixture.tokenize(ex, tok, eos)
+    out = student.tokenize(ex, tok, eos)
     text = tok.decode(out["input_ids"])
     assert rec["trace"] in text and "<think>\n" + rec["trace"] + "\n</think>\n\n" + rec["response"] in text
     first = next(i for i, x in enumerate(out["labels"]) if x != -100)
@@ -110,16 +110,16 @@ def test_rendered_text_keeps_trace_verbatim_and_labels_only_assistant(demo_tripl
     assert tok.decode(out["input_ids"][first:]) == think.format_assistant(rec["trace"], rec["response"]) + eos
     # For a trace without edge newlines this is exactly what Qwen3's own template renders.
     plain = dict(rec, trace="1+1=2")
-    ex = {"messages": mixture.messages(plain, keep_trace=True, no_trace="response_only")}
+    ex = {"messages": student.messages(plain, keep_trace=True, no_trace="response_only")}
     full = tok.apply_chat_template(ex["messages"], tokenize=False)
-    assert tok.decode(mixture.tokenize(ex, tok, eos)["input_ids"]) == full
+    assert tok.decode(student.tokenize(ex, tok, eos)["input_ids"]) == full
 
 
 @pytest.mark.parametrize("mode,expect", [("response_only", "{r}"), ("empty_think", "<think>\n\n</think>\n\n{r}")])
 def test_no_trace_rendering_modes(demo_triples, qwen3_tokenizer, mode, expect):
     rec = demo_triples[0]
-    ex = {"messages": mixture.messages(rec, keep_trace=False, no_trace=mode)}
-    out = mixture.tokenize(ex, qwen3_tokenizer, "<|im_end|>\n")
+    ex = {"messages": student.messages(rec, keep_trace=False, no_trace=mode)}
+    out = student.tokenize(ex, qwen3_tokenizer, "<|im_end|>\n")
     learned = [t for t in out["labels"] if t != -100]
     assert qwen3_tokenizer.decode(learned) == expect.format(r=rec["response"]) + "<|im_end|>\n"
     assert rec["trace"] not in qwen3_tokenizer.decode(out["input_ids"])
@@ -216,6 +216,13 @@ def test_tiny_model_overfits_tiny_dataset(tmp_path):
     assert AutoTokenizer.from_pretrained(out).convert_tokens_to_ids("<think>") == 151667
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["components"]["stem_demo_en"]["used"] == 4 and manifest["n_records"] == 4
+    eff = manifest["effective"]  # what the run did, read from the trainer's own objects
+    assert eff["optimizer"].startswith("adamw") and eff["optimizer_class"] == "AdamW"
+    assert eff["optimizer_hyperparameters"]["lr"] == 2e-2 and eff["lr_scheduler"] == "constant"
+    assert eff["dtype"] == "float32" and eff["mixed_precision"] == "no" and eff["zero_stage"] is None
+    assert eff["world_size"] == 1 and eff["optimizer_steps"] == 10 and eff["sequences_per_step"] == 4
+    assert eff["gradient_accumulation_steps"] * eff["per_device_batch_size"] == 4
+    assert 0 < eff["trained_tokens_per_step"] < eff["tokens_per_step"]
     assert len((out / "manifest_ids.txt").read_text().split()) == 4
     assert OmegaConf.load(out / "resolved_config.yaml").experiment.name == "demo_stem_en"
 
@@ -268,6 +275,16 @@ def test_multirun_over_two_experiments_gives_two_runs_and_two_wandb_dirs(tmp_pat
            for n in ("demo", "demo_stem_en")}
     assert {d.name.rsplit("-", 1)[1] for d in wandb_runs} == ids and len(ids) == 2
     assert all(any(d.glob("run-*.wandb")) for d in wandb_runs)
+    for d in wandb_runs:  # the effective settings are in the W&B config (the run's record holds the keys)
+        record = next(d.glob("run-*.wandb")).read_bytes()
+        assert all(k in record for k in (b"effective", b"optimizer_steps", b"gradient_accumulation_steps"))
+
+
+def test_synth_and_analysis_do_not_import_train():
+    code = ("import sys, synth.pipeline, synth.stats, analysis.collect; "
+            "print(sorted(m for m in sys.modules if m == 'train' or m.startswith('train.')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
 
 
 def test_two_process_deepspeed_zero2_on_cpu_saves_loadable_model(tmp_path):
@@ -301,7 +318,7 @@ def test_two_process_deepspeed_zero2_on_cpu_saves_loadable_model(tmp_path):
 def test_overlength_records_follow_the_policy_and_are_counted(tmp_path, qwen3_tokenizer, policy):
     cfg = compose_train("experiment=demo", "trainer.max_length=64", f"mixture.overlength={policy}", root=tmp_path)
     examples, _ = mixture.build(cfg)
-    lengths = [len(mixture.tokenize(e, qwen3_tokenizer, "<|im_end|>\n")["input_ids"]) for e in examples]
+    lengths = [len(student.tokenize(e, qwen3_tokenizer, "<|im_end|>\n")["input_ids"]) for e in examples]
     over = sum(n > 64 for n in lengths)
     assert 0 < over < len(examples)
     ds, counts, over_ids = sft.tokenize_mixture(examples, qwen3_tokenizer, cfg)
@@ -311,4 +328,4 @@ def test_overlength_records_follow_the_policy_and_are_counted(tmp_path, qwen3_to
         assert len(ds) == len(examples) - over
     else:  # truncated to the context; a record whose prompt alone fills it has nothing to learn and goes
         assert len(ds) == len(examples) - sum(1 for e, n in zip(examples, lengths) if n > 64 and all(
-            x == -100 for x in mixture.tokenize(e, qwen3_tokenizer, "<|im_end|>\n")["labels"][:64]))
+            x == -100 for x in student.tokenize(e, qwen3_tokenizer, "<|im_end|>\n")["labels"][:64]))

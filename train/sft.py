@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback
 
-from core import think, wandb_mode
+from core import student, think, wandb_mode
 from core.assets import resolve_model
 from train import mixture
 
@@ -69,13 +70,13 @@ def tokenize_mixture(examples: list[dict[str, Any]], tokenizer, cfg: DictConfig)
     """Tokenize every example and apply the over-length policy: (dataset, counts, over-length ids)."""
     import datasets
 
-    eos = mixture.end_of_turn(tokenizer)
+    eos = student.end_of_turn(tokenizer)
     ds = datasets.Dataset.from_list(examples)
     # datasets would fingerprint the map by pickling the whole tokenizer (seconds, every run); the records
     # and the tokenizer's identity determine the result, so name the fingerprint from them instead.
     key = json.dumps([[e["id"] for e in examples], tokenizer.name_or_path, len(tokenizer), eos, cfg.mixture.no_trace])
     ds = ds.map(
-        mixture.tokenize,
+        student.tokenize,
         fn_kwargs={"tokenizer": tokenizer, "eos": eos},
         remove_columns=["messages"],
         num_proc=cfg.mixture.get("num_proc") or None,
@@ -255,6 +256,72 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def zero_stage(deepspeed: str | None) -> int | None:
+    if not deepspeed:
+        return None
+    return json.loads(Path(deepspeed).read_text()).get("zero_optimization", {}).get("stage", 0)
+
+
+def innermost(optimizer):
+    """The torch optimizer inside accelerate's / DeepSpeed's wrappers (each keeps it as ``.optimizer``)."""
+    while hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def effective_settings(cfg: DictConfig, args, state, model, optimizer, data: dict[str, int]) -> dict[str, Any]:
+    """What this run really does, read from the objects training uses (not from our config's intent)."""
+    steps = state.max_steps
+    sequences = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    inner = innermost(optimizer)
+    hyper = {k: (list(v) if isinstance(v, tuple) else v) for k, v in inner.defaults.items()
+             if k in ("lr", "betas", "eps", "weight_decay", "momentum")}
+    packed = bool(cfg.trainer.packing)
+    computed = cfg.trainer.max_length * data["examples"] if cfg.trainer.pad_to_max_length else data["tokens"]
+    return {
+        "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "optimizer_class": type(inner).__name__,
+        "optimizer_hyperparameters": hyper,
+        "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "warmup_steps": args.get_warmup_steps(steps),
+        "max_grad_norm": args.max_grad_norm,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "mixed_precision": "bf16" if args.bf16 else "no",
+        "zero_stage": zero_stage(args.deepspeed),
+        "world_size": args.world_size,
+        "per_device_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "sequences_per_step": sequences,  # rows of the global batch: one example each, or one packed window
+        "examples_per_step": round(data["examples"] / steps, 2) if packed else sequences,
+        "tokens_per_step": round(computed / steps),  # tokens the model computes on, padding included
+        "trained_tokens_per_step": round(data["trained_tokens"] / steps),  # labels != -100
+        "optimizer_steps": steps,
+    }
+
+
+class Provenance(TrainerCallback):
+    """Writes the run's provenance when training starts (a run that failed before never overwrites a
+    finished run's), with the effective settings, and puts those in the W&B config too."""
+
+    def __init__(self, cfg: DictConfig, output_dir: Path, summary: dict[str, Any], record_ids: list[str],
+                 data: dict[str, int], wandb_run: Any):
+        self.cfg, self.output_dir, self.summary, self.record_ids = cfg, output_dir, summary, record_ids
+        self.data, self.wandb_run = data, wandb_run
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        effective = effective_settings(self.cfg, args, state, model, optimizer, self.data)
+        log.info("effective settings: %s", effective)
+        if self.wandb_run is not None:
+            self.wandb_run.config.update({"effective": effective}, allow_val_change=True)
+        if state.is_world_process_zero:
+            out = self.output_dir
+            out.mkdir(parents=True, exist_ok=True)
+            write_atomic(out / "resolved_config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+            write_atomic(out / "manifest.json", json.dumps({**self.summary, "effective": effective}, indent=2,
+                                                           ensure_ascii=False))
+            write_atomic(out / "manifest_ids.txt", "\n".join(self.record_ids) + "\n")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, or raise ``TrainError``/``MixtureError`` before anything is written."""
     checked = preflight(cfg)
@@ -270,20 +337,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     log.info("mixture: %d examples (%s)", len(dataset), {k: v["used"] for k, v in manifest.components.items()})
 
     output_dir = Path(cfg.output_dir)
-    args = sft_config(cfg, output_dir)
+    data = {"examples": len(dataset), "tokens": sum(len(x) for x in dataset["input_ids"]),
+            "trained_tokens": sum(sum(y != -100 for y in x) for x in dataset["labels"])}
     trainer = SFTTrainer(
         model=load_model(cfg, checked["model"]),
-        args=args,
+        args=sft_config(cfg, output_dir),
         train_dataset=dataset.remove_columns(["id", "component"]),
         processing_class=tokenizer,
     )
-    # The run has started: only now is its provenance written (a failed rerun leaves a finished run's intact).
-    if trainer.is_world_process_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(output_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        write_atomic(output_dir / "manifest.json", json.dumps(summary, indent=2, ensure_ascii=False))
-        write_atomic(output_dir / "manifest_ids.txt", "\n".join(manifest.record_ids) + "\n")
     wandb_run = start_wandb(cfg)
+    trainer.add_callback(Provenance(cfg, output_dir, summary, manifest.record_ids, data, wandb_run))
     last = get_last_checkpoint(str(output_dir)) if any(output_dir.glob("checkpoint-*")) else None
     if last:
         log.info("resuming from %s", last)
