@@ -170,32 +170,31 @@ def _sum_nll(model, batches):
     return total / n, n
 
 
-def test_packed_and_padded_give_the_same_loss(tmp_path, tiny_student):
-    """Same records, same weights: packing (bfd, padding-free) vs Appendix C padding to the context."""
+def test_every_batching_gives_the_same_loss_and_only_paper_computes_padding(tmp_path, tiny_student):
+    """Same records, same weights: padding-free micro-batches (default), windows packed best-fit-decreasing,
+    and Appendix C's padding to the context."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_student)
     model = AutoModelForCausalLM.from_pretrained(tiny_student, attn_implementation="sdpa")
     losses = {}
-    for name, trainer_overrides in {
-        "packed": ["trainer.packing=bfd", "trainer.pad_to_max_length=false"],
-        "padded": ["trainer.packing=false", "trainer.pad_to_max_length=true"],
-    }.items():
+    for batching in ("padding_free", "packed", "pad_to_context"):
         cfg = compose_train("experiment=demo", "logger=none", "trainer.max_length=256",
                             "trainer.global_batch_size=4", "trainer.per_device_batch_size=4",
-                            f"output_dir={tmp_path / name}", *trainer_overrides, root=tmp_path)
+                            f"trainer.batching={batching}", f"output_dir={tmp_path / batching}", root=tmp_path)
         examples, _ = mixture.build(cfg)
         ds, _, _ = sft.tokenize_mixture(examples[:8], tok, cfg)
         trainer = _trainer(cfg, tok, ds.remove_columns(["id", "component"]), model)
         batches = list(trainer.get_train_dataloader())
-        if name == "padded":
-            assert all(b["input_ids"].shape[1] == 256 for b in batches)  # every sequence padded to context
-        else:
-            assert all(b["input_ids"].shape[0] == 1 for b in batches) and "position_ids" in batches[0]
-        losses[name] = _sum_nll(model, batches)
-    (packed, n1), (padded, n2) = losses["packed"], losses["padded"]
-    assert n1 == n2 > 100
-    assert abs(packed - padded) / padded <= 1e-3
+        if batching == "pad_to_context":
+            assert all(b["input_ids"].shape == (4, 256) for b in batches)  # every sequence padded to context
+        else:  # one row of real tokens, sequences told apart by their position ids
+            assert all(b["input_ids"].shape[0] == 1 and "position_ids" in b for b in batches)
+            assert sum(b["input_ids"].numel() for b in batches) == sum(len(x) for x in ds["input_ids"])
+        losses[batching] = _sum_nll(model, batches)
+    (free, n1), (packed, n2), (padded, n3) = losses["padding_free"], losses["packed"], losses["pad_to_context"]
+    assert n1 == n2 == n3 > 100
+    assert abs(free - padded) / padded <= 1e-4 and abs(packed - padded) / padded <= 1e-4
 
 
 def test_tiny_model_overfits_tiny_dataset(tmp_path):

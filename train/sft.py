@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,9 @@ def tokenize_mixture(examples: list[dict[str, Any]], tokenizer, cfg: DictConfig)
     return ds, counts, set(over_ids)
 
 
+BATCHING = ("padding_free", "pad_to_context", "packed")
+
+
 def sft_config(cfg: DictConfig, output_dir: Path):
     """TRL's SFTConfig from our trainer config (Appendix C numbers live in conf/trainer/paper.yaml)."""
     from trl import SFTConfig
@@ -116,7 +120,7 @@ def sft_config(cfg: DictConfig, output_dir: Path):
     gpu = on_gpu()
     bf16 = gpu if t.bf16 == "auto" else bool(t.bf16)
     checkpointing = gpu if t.gradient_checkpointing == "auto" else bool(t.gradient_checkpointing)
-    packed = bool(t.packing)
+    packed = t.batching == "packed"
     return SFTConfig(
         output_dir=str(output_dir),
         learning_rate=t.learning_rate,
@@ -124,12 +128,15 @@ def sft_config(cfg: DictConfig, output_dir: Path):
         max_steps=t.max_steps,
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=gradient_accumulation(t.global_batch_size, t.per_device_batch_size, world_size()),
-        max_length=t.max_length,
+        # padding_free: tokenize_mixture already applied mixture.overlength (TRL refuses a max_length it
+        # would not enforce without packing)
+        max_length=None if t.batching == "padding_free" else t.max_length,
         packing=packed,
-        packing_strategy=t.packing if packed else "bfd",
-        padding_free=packed,
-        # Appendix C pads every sequence to the context length; TRL pads to the batch's longest otherwise.
-        pad_to_multiple_of=t.max_length if t.pad_to_max_length else None,
+        packing_strategy="bfd",
+        # A micro-batch of one example has no padding to remove: plain collation (TRL warns otherwise).
+        padding_free=packed or (t.batching == "padding_free" and t.per_device_batch_size > 1),
+        # Appendix C pads every sequence to the context length.
+        pad_to_multiple_of=t.max_length if t.batching == "pad_to_context" else None,
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay,
@@ -204,7 +211,7 @@ def preflight(cfg: DictConfig) -> dict[str, Any]:
             + ", ".join(experiment_names())
         )
     for key, allowed in {"mixture.overlength": ("drop", "truncate"), "mixture.no_trace": think.NO_TRACE_MODES,
-                         "mixture.shortfall": ("error", "use_all")}.items():
+                         "mixture.shortfall": ("error", "use_all"), "trainer.batching": BATCHING}.items():
         if OmegaConf.select(cfg, key) not in allowed:
             raise TrainError(f"{key}={OmegaConf.select(cfg, key)!r}: use one of {', '.join(allowed)}")
     t = cfg.trainer
@@ -269,15 +276,18 @@ def innermost(optimizer):
     return optimizer
 
 
-def effective_settings(cfg: DictConfig, args, state, model, optimizer, data: dict[str, int]) -> dict[str, Any]:
+def effective_settings(cfg: DictConfig, args, state, model, optimizer, dataloader, data: dict[str, int]) -> dict:
     """What this run really does, read from the objects training uses (not from our config's intent)."""
     steps = state.max_steps
     sequences = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    # Per epoch, like Trainer: a last partial accumulation still makes an optimizer step.
+    steps_per_epoch = math.ceil(len(dataloader) / args.gradient_accumulation_steps)
+    packed = cfg.trainer.batching == "packed"
+    examples_per_step = data["examples"] / steps_per_epoch if packed else sequences
+    computed = cfg.trainer.max_length * data["examples"] if cfg.trainer.batching == "pad_to_context" else data["tokens"]
     inner = innermost(optimizer)
     hyper = {k: (list(v) if isinstance(v, tuple) else v) for k, v in inner.defaults.items()
              if k in ("lr", "betas", "eps", "weight_decay", "momentum")}
-    packed = bool(cfg.trainer.packing)
-    computed = cfg.trainer.max_length * data["examples"] if cfg.trainer.pad_to_max_length else data["tokens"]
     return {
         "optimizer": str(getattr(args.optim, "value", args.optim)),
         "optimizer_class": type(inner).__name__,
@@ -289,13 +299,18 @@ def effective_settings(cfg: DictConfig, args, state, model, optimizer, data: dic
         "mixed_precision": "bf16" if args.bf16 else "no",
         "zero_stage": zero_stage(args.deepspeed),
         "world_size": args.world_size,
+        "batching": cfg.trainer.batching,
         "per_device_batch_size": args.per_device_train_batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "sequences_per_step": sequences,  # rows of the global batch: one example each, or one packed window
-        "examples_per_step": round(data["examples"] / steps, 2) if packed else sequences,
-        "tokens_per_step": round(computed / steps),  # tokens the model computes on, padding included
-        "trained_tokens_per_step": round(data["trained_tokens"] / steps),  # labels != -100
+        "examples_per_step": round(examples_per_step, 2),
+        # tokens the model computes on (padding included) and trains on (labels != -100), per step
+        "tokens_per_step": round(computed / data["examples"] * examples_per_step),
+        "trained_tokens_per_step": round(data["trained_tokens"] / data["examples"] * examples_per_step),
         "optimizer_steps": steps,
+        # What trainer=padding_free / paper take on the same data (differs only in packed mode).
+        "optimizer_steps_at_global_batch_examples": steps if not packed or args.max_steps > 0 else
+        math.ceil(data["examples"] / cfg.trainer.global_batch_size) * math.ceil(args.num_train_epochs),
     }
 
 
@@ -308,9 +323,18 @@ class Provenance(TrainerCallback):
         self.cfg, self.output_dir, self.summary, self.record_ids = cfg, output_dir, summary, record_ids
         self.data, self.wandb_run = data, wandb_run
 
-    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-        effective = effective_settings(self.cfg, args, state, model, optimizer, self.data)
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
+        effective = effective_settings(self.cfg, args, state, model, optimizer, train_dataloader, self.data)
         log.info("effective settings: %s", effective)
+        if self.cfg.trainer.batching == "packed":
+            unpacked, steps = effective["optimizer_steps_at_global_batch_examples"], effective["optimizer_steps"]
+            log.warning(
+                "trainer.batching=packed changes the experiment: each of the %d sequences of an optimizer step is "
+                "a window of %.1f examples on average, so this run takes %d optimizer steps where %d examples per "
+                "step (Appendix C) take %d: %.1fx fewer updates. Use the default trainer=padding_free for the paper's "
+                "trajectory without padding.", effective["sequences_per_step"],
+                effective["examples_per_step"] / effective["sequences_per_step"], steps,
+                self.cfg.trainer.global_batch_size, unpacked, unpacked / steps)
         if self.wandb_run is not None:
             self.wandb_run.config.update({"effective": effective}, allow_val_change=True)
         if state.is_world_process_zero:
