@@ -216,8 +216,9 @@ def test_tiny_model_overfits_tiny_dataset(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["components"]["stem_demo_en"]["used"] == 4 and manifest["n_records"] == 4
     eff = manifest["effective"]  # what the run did, read from the trainer's own objects
-    assert eff["optimizer"].startswith("adamw") and eff["optimizer_class"] == "AdamW"
-    assert eff["optimizer_hyperparameters"]["lr"] == 2e-2 and eff["lr_scheduler"] == "constant"
+    assert eff["optimizer"] == "adamw_torch_fused" and eff["optimizer_class"] == "AdamW"
+    assert eff["optimizer_hyperparameters"] == {"lr": 2e-2, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": [0.0]}
+    assert eff["lr_scheduler"] == "constant"
     assert eff["dtype"] == "float32" and eff["mixed_precision"] == "no" and eff["zero_stage"] is None
     assert eff["world_size"] == 1 and eff["optimizer_steps"] == 10 and eff["sequences_per_step"] == 4
     assert eff["gradient_accumulation_steps"] * eff["per_device_batch_size"] == 4

@@ -137,6 +137,10 @@ def sft_config(cfg: DictConfig, output_dir: Path):
         padding_free=packed or (t.batching == "padding_free" and t.per_device_batch_size > 1),
         # Appendix C pads every sequence to the context length.
         pad_to_multiple_of=t.max_length if t.batching == "pad_to_context" else None,
+        optim=t.optim,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_epsilon=t.adam_epsilon,
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay,
@@ -286,8 +290,10 @@ def effective_settings(cfg: DictConfig, args, state, model, optimizer, dataloade
     examples_per_step = data["examples"] / steps_per_epoch if packed else sequences
     computed = cfg.trainer.max_length * data["examples"] if cfg.trainer.batching == "pad_to_context" else data["tokens"]
     inner = innermost(optimizer)
-    hyper = {k: (list(v) if isinstance(v, tuple) else v) for k, v in inner.defaults.items()
-             if k in ("lr", "betas", "eps", "weight_decay", "momentum")}
+    groups = inner.param_groups  # what the optimizer applies (its ``defaults`` are the class's, not ours)
+    hyper = {k: (list(v) if isinstance(v, tuple) else v) for k, v in groups[0].items() if k in ("betas", "eps")}
+    hyper["lr"] = groups[0].get("initial_lr", groups[0]["lr"])
+    hyper["weight_decay"] = sorted({g["weight_decay"] for g in groups})  # per group (norms/biases often 0)
     return {
         "optimizer": str(getattr(args.optim, "value", args.optim)),
         "optimizer_class": type(inner).__name__,
