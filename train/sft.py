@@ -352,11 +352,68 @@ class Provenance(TrainerCallback):
             write_atomic(out / "manifest_ids.txt", "\n".join(self.record_ids) + "\n")
 
 
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """None when a checkpoint can be resumed from: its trainer state, weights and optimizer state all present
+    and readable (the trainer writes trainer_state.json last). Else what is missing or unreadable.
+
+    Cheap: JSON, safetensors headers and the zip directory at the end of each torch file; a file cut by a
+    kill fails all three. (Transformers writes checkpoints in place and resumes from the highest number,
+    torn or not; no library offers this check.)"""
+    import zipfile
+
+    import safetensors
+
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json missing or unreadable ({type(e).__name__})"
+    if state.get("global_step") != int(ckpt.name.split("-")[1]):
+        return f"trainer_state.json is for step {state.get('global_step')}"
+    weights = sorted(ckpt.glob("*.safetensors"))
+    optimizer = [ckpt / "optimizer.pt"] if (ckpt / "optimizer.pt").exists() else \
+        sorted(ckpt.glob("global_step*/*optim_states.pt"))  # DeepSpeed's per-rank shards
+    if not weights:
+        return "no weights (*.safetensors)"
+    if not optimizer:
+        return "no optimizer state (optimizer.pt or DeepSpeed's global_step*/*optim_states.pt)"
+    for f in weights:
+        try:
+            with safetensors.safe_open(f, "pt"):
+                pass
+        except (OSError, safetensors.SafetensorError) as e:
+            return f"{f.name} unreadable ({e})"
+    for f in (f for f in ckpt.rglob("*") if f.suffix in (".pt", ".pth", ".bin")):
+        try:
+            zipfile.ZipFile(f).close()
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{f.relative_to(ckpt)} unreadable ({e})"
+    return None
+
+
+def resume_checkpoint(output_dir: Path, rank0: bool) -> str | None:
+    """The newest complete ``checkpoint-N`` of ``output_dir``; newer torn ones (a kill during a save) are
+    moved aside to ``checkpoint-N.torn`` by rank 0, with a warning, so that no later run picks them."""
+    steps = sorted((int(p.name.split("-")[1]), p) for p in output_dir.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit())
+    for _, ckpt in reversed(steps):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return str(ckpt)
+        aside = ckpt.with_name(ckpt.name + ".torn")
+        n = 1
+        while aside.exists():
+            aside, n = ckpt.with_name(f"{ckpt.name}.torn{n}"), n + 1
+        if rank0:  # the other ranks skip it as well
+            log.warning("%s is incomplete (%s), probably killed while saving: moved to %s; resuming from an "
+                        "earlier checkpoint", ckpt, problem, aside.name)
+            os.replace(ckpt, aside)
+    return None
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train, or raise ``TrainError``/``MixtureError`` before anything is written."""
     checked = preflight(cfg)
     export_slurm_distributed_env()
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
     tokenizer = checked["tokenizer"]
@@ -377,7 +434,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     wandb_run = start_wandb(cfg)
     trainer.add_callback(Provenance(cfg, output_dir, summary, manifest.record_ids, data, wandb_run))
-    last = get_last_checkpoint(str(output_dir)) if any(output_dir.glob("checkpoint-*")) else None
+    last = resume_checkpoint(output_dir, trainer.is_world_process_zero())
     if last:
         log.info("resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
