@@ -426,9 +426,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.output_dir)
     data = {"examples": len(dataset), "tokens": sum(len(x) for x in dataset["input_ids"]),
             "trained_tokens": sum(sum(y != -100 for y in x) for x in dataset["labels"])}
+    # The training arguments first: under ZeRO-3 they register the DeepSpeed config that makes
+    # from_pretrained partition the weights across ranks as it loads them (deepspeed.zero.Init), and
+    # asking for their device sets up torch.distributed, which zero.Init needs (as HF's example scripts do).
+    args = sft_config(cfg, output_dir)
+    log.info("device %s, world size %d, process %d", args.device, args.world_size, args.process_index)
+    if zero_stage(args.deepspeed) == 3:
+        import deepspeed
+
+        # zero.Init partitions over DeepSpeed's own communicator, which accelerate starts only on GPU;
+        # on an initialised torch.distributed (gloo on CPU) this wraps it, elsewhere it is a no-op.
+        deepspeed.init_distributed()
     trainer = SFTTrainer(
         model=load_model(cfg, checked["model"]),
-        args=sft_config(cfg, output_dir),
+        args=args,
         train_dataset=dataset.remove_columns(["id", "component"]),
         processing_class=tokenizer,
     )
