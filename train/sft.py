@@ -182,7 +182,64 @@ def load_model(cfg: DictConfig, path: str):
     if attn == "flash_attention_2" and not on_gpu():
         attn = "sdpa"  # FlashAttention needs CUDA; sdpa honours packed position ids on CPU
     dtype = torch.bfloat16 if on_gpu() and cfg.trainer.bf16 in ("auto", True) else torch.float32
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+    quantization = None
+    if cfg.trainer.peft.method == "qlora":  # the QLoRA paper's recipe: NF4 weights, double quantization
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn,
+                                                quantization_config=quantization)
+
+
+def peft_config(cfg: DictConfig):
+    """peft's LoraConfig for ``trainer/peft=lora|qlora``; None for full fine-tuning (the paper)."""
+    p = cfg.trainer.peft
+    if not p.method:
+        return None
+    from peft import LoraConfig
+
+    targets = p.target_modules if isinstance(p.target_modules, str) else list(p.target_modules)
+    return LoraConfig(r=p.rank, lora_alpha=p.alpha, lora_dropout=p.dropout, target_modules=targets,
+                      task_type="CAUSAL_LM")
+
+
+def check_peft(cfg: DictConfig) -> None:
+    method = cfg.trainer.peft.method
+    if method not in (None, "lora", "qlora"):
+        raise TrainError(f"trainer.peft.method={method!r}: use trainer/peft=none, trainer/peft=lora or "
+                         f"trainer/peft=qlora")
+    if method != "qlora":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None or not on_gpu():
+        raise TrainError("trainer/peft=qlora loads the base in 4 bits with bitsandbytes, which needs a CUDA GPU "
+                         "and the bitsandbytes package (pip install bitsandbytes); here use trainer/peft=lora.")
+    if cfg.trainer.deepspeed:
+        raise TrainError("trainer/peft=qlora runs on one GPU: set trainer.deepspeed=null (or use trainer/peft=lora "
+                         "with DeepSpeed).")
+
+
+def save_final(trainer, tokenizer, cfg: DictConfig, output_dir: Path) -> None:
+    """The model (full fine-tuning), or the adapter (LoRA), with the tokenizer, in ``output_dir``;
+    ``trainer.peft.merge=true``: base + adapter merged into plain weights there, the adapter in ``adapter/``."""
+    merge = bool(cfg.trainer.peft.method and cfg.trainer.peft.merge)
+    adapter_dir = output_dir / "adapter" if merge else output_dir
+    trainer.save_model(str(adapter_dir))
+    if not trainer.is_world_process_zero():
+        return
+    tokenizer.save_pretrained(str(output_dir))
+    if merge:
+        tokenizer.save_pretrained(str(adapter_dir))  # the adapter directory loads on its own too
+        import torch
+        from peft import AutoPeftModelForCausalLM
+
+        # Reloaded from the saved adapter so that it works the same after any parallelism (ZeRO-3 shards
+        # the live model); a QLoRA base is loaded unquantized here, as merging into 4-bit weights loses them.
+        dtype = torch.bfloat16 if trainer.args.bf16 else torch.float32
+        merged = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=dtype).merge_and_unload()
+        merged.save_pretrained(str(output_dir))
 
 
 def start_wandb(cfg: DictConfig) -> Any:
@@ -221,6 +278,7 @@ def preflight(cfg: DictConfig) -> dict[str, Any]:
     t = cfg.trainer
     accumulation = gradient_accumulation(t.global_batch_size, t.per_device_batch_size, world_size())
     deepspeed_config(t.deepspeed)
+    check_peft(cfg)
     for name, comp in cfg.data.items():
         mixture.check_present(name, comp, cfg.experiment.name)
     return {"model": model_path(cfg), "tokenizer": load_tokenizer(cfg), "accumulation": accumulation}
@@ -280,6 +338,11 @@ def innermost(optimizer):
     return optimizer
 
 
+def trainable_parameters(model) -> int:
+    """Parameters the optimizer updates (DeepSpeed ZeRO-3 keeps each one's full size in ``ds_numel``)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+
+
 def effective_settings(cfg: DictConfig, args, state, model, optimizer, dataloader, data: dict[str, int]) -> dict:
     """What this run really does, read from the objects training uses (not from our config's intent)."""
     steps = state.max_steps
@@ -314,6 +377,8 @@ def effective_settings(cfg: DictConfig, args, state, model, optimizer, dataloade
         "tokens_per_step": round(computed / data["examples"] * examples_per_step),
         "trained_tokens_per_step": round(data["trained_tokens"] / data["examples"] * examples_per_step),
         "optimizer_steps": steps,
+        "peft": OmegaConf.to_container(cfg.trainer.peft) if cfg.trainer.peft.method else None,
+        "trainable_parameters": trainable_parameters(model),
         # What trainer=padding_free / paper take on the same data (differs only in packed mode).
         "optimizer_steps_at_global_batch_examples": steps if not packed or args.max_steps > 0 else
         math.ceil(data["examples"] / cfg.trainer.global_batch_size) * math.ceil(args.num_train_epochs),
@@ -442,6 +507,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         args=args,
         train_dataset=dataset.remove_columns(["id", "component"]),
         processing_class=tokenizer,
+        peft_config=peft_config(cfg),
     )
     wandb_run = start_wandb(cfg)
     trainer.add_callback(Provenance(cfg, output_dir, summary, manifest.record_ids, data, wandb_run))
@@ -449,9 +515,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if last:
         log.info("resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(str(output_dir))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(output_dir))
+    save_final(trainer, tokenizer, cfg, output_dir)
     metrics = {
         "experiment": cfg.experiment.name,
         "paper_id": cfg.experiment.paper_id,
