@@ -54,3 +54,32 @@ def test_packed_mode_says_how_many_optimizer_steps_it_removes(tmp_path, caplog):
     assert e["optimizer_steps"] < 12 and e["examples_per_step"] > e["sequences_per_step"]
     said = [r.getMessage() for r in caplog.records if "changes the experiment" in r.getMessage()]
     assert len(said) == 1 and f"takes {e['optimizer_steps']} optimizer steps" in said[0] and "take 12" in said[0]
+
+
+def test_gpu_kernels_are_on_by_default_on_gpu_in_the_fast_modes_and_off_on_cpu(tmp_path):
+    """Composition of model.attn_implementation and trainer.liger_kernel (auto) for every trainer setting."""
+    import pytest
+
+    def chosen(trainer, gpu, have, *overrides):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=["experiment=stem_oss_en", f"trainer={trainer}", *overrides])
+        k = sft.kernels(cfg, gpu, available=lambda package: have)
+        return k["attn_implementation"], k["liger_kernel"]
+
+    fast = ("flash_attention_2", True)
+    plain = ("sdpa", False)
+    assert chosen("padding_free", True, True) == fast and chosen("packed", True, True) == fast
+    assert chosen("paper", True, True) == plain  # the reference run stays plain
+    for trainer in ("padding_free", "packed", "paper", "cpu_tiny"):
+        assert chosen(trainer, False, True) == plain  # CPU
+        assert chosen(trainer, True, False) == plain  # GPU without the gpu extra
+    assert chosen("paper", True, True, "model.attn_implementation=flash_attention_2",
+                  "trainer.liger_kernel=true") == fast  # explicit choices are honoured
+    with pytest.raises(sft.TrainError, match="flash_attention_2 needs a CUDA GPU"):
+        chosen("padding_free", False, True, "model.attn_implementation=flash_attention_2")
+    with pytest.raises(sft.TrainError, match="liger_kernel=true needs a CUDA GPU"):
+        chosen("padding_free", True, False, "trainer.liger_kernel=true")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=demo"])
+    # what kernels() chose reaches TRL's own option
+    assert [sft.sft_config(cfg, tmp_path, liger_kernel=on).use_liger_kernel for on in (False, True)] == [False, True]

@@ -112,7 +112,7 @@ def tokenize_mixture(examples: list[dict[str, Any]], tokenizer, cfg: DictConfig)
 BATCHING = ("padding_free", "pad_to_context", "packed")
 
 
-def sft_config(cfg: DictConfig, output_dir: Path):
+def sft_config(cfg: DictConfig, output_dir: Path, liger_kernel: bool = False):
     """TRL's SFTConfig from our trainer config (Appendix C numbers live in conf/trainer/paper.yaml)."""
     from trl import SFTConfig
 
@@ -147,6 +147,9 @@ def sft_config(cfg: DictConfig, output_dir: Path):
         max_grad_norm=t.max_grad_norm,
         bf16=bf16,
         activation_checkpointing=checkpointing,
+        # Liger's fused RMSNorm / SwiGLU / RoPE; TRL keeps its own fused LM head (chunked log-probs, the
+        # 151k-vocabulary logits never materialised) instead of Liger's fused cross-entropy.
+        use_liger_kernel=liger_kernel,
         deepspeed=deepspeed_config(t.deepspeed),
         logging_steps=t.logging_steps,
         save_strategy="steps",
@@ -174,13 +177,46 @@ def deepspeed_config(value: str | None) -> str | None:
     return str(shipped)
 
 
-def load_model(cfg: DictConfig, path: str):
+def peak_gpu_memory_gib() -> float | None:
+    """This process's peak allocated GPU memory (what the kernel options change), None on CPU."""
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
+def installed(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+def kernels(cfg: DictConfig, gpu: bool, available=installed) -> dict[str, Any]:
+    """``model.attn_implementation`` and ``trainer.liger_kernel`` with ``auto`` resolved: FlashAttention-2
+    and Liger's kernels with a CUDA GPU in the padding_free and packed modes (where sequences are told apart
+    by position ids, which FlashAttention's varlen kernel reads directly), plain sdpa and no Liger on CPU and
+    in trainer=paper's reference run. An explicit choice that cannot run here is an error."""
+    fast = gpu and cfg.trainer.batching != "pad_to_context"
+    attn, liger = cfg.model.attn_implementation, cfg.trainer.liger_kernel
+    if attn == "auto":
+        attn = "flash_attention_2" if fast and available("flash_attn") else "sdpa"
+        if fast and attn == "sdpa":
+            log.warning("flash-attn is not installed: sdpa builds a block-diagonal mask per micro-batch "
+                        "(quadratic in its tokens); pip install 'jaen-distill[gpu]' for FlashAttention-2")
+    elif attn == "flash_attention_2" and not (gpu and available("flash_attn")):
+        raise TrainError("model.attn_implementation=flash_attention_2 needs a CUDA GPU and the flash-attn package "
+                         "(the gpu extra); use model.attn_implementation=auto or sdpa")
+    if liger == "auto":
+        liger = fast and available("liger_kernel")
+    elif liger and not (gpu and available("liger_kernel")):
+        raise TrainError("trainer.liger_kernel=true needs a CUDA GPU and the liger-kernel package (the gpu extra); "
+                         "use trainer.liger_kernel=auto or false")
+    return {"attn_implementation": attn, "liger_kernel": bool(liger)}
+
+
+def load_model(cfg: DictConfig, path: str, attn: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    attn = cfg.model.attn_implementation
-    if attn == "flash_attention_2" and not on_gpu():
-        attn = "sdpa"  # FlashAttention needs CUDA; sdpa honours packed position ids on CPU
     dtype = torch.bfloat16 if on_gpu() and cfg.trainer.bf16 in ("auto", True) else torch.float32
     quantization = None
     if cfg.trainer.peft.method == "qlora":  # the QLoRA paper's recipe: NF4 weights, double quantization
@@ -276,12 +312,13 @@ def preflight(cfg: DictConfig) -> dict[str, Any]:
         if OmegaConf.select(cfg, key) not in allowed:
             raise TrainError(f"{key}={OmegaConf.select(cfg, key)!r}: use one of {', '.join(allowed)}")
     t = cfg.trainer
-    accumulation = gradient_accumulation(t.global_batch_size, t.per_device_batch_size, world_size())
+    gradient_accumulation(t.global_batch_size, t.per_device_batch_size, world_size())  # raises unless it divides
     deepspeed_config(t.deepspeed)
     check_peft(cfg)
+    chosen = kernels(cfg, on_gpu())
     for name, comp in cfg.data.items():
         mixture.check_present(name, comp, cfg.experiment.name)
-    return {"model": model_path(cfg), "tokenizer": load_tokenizer(cfg), "accumulation": accumulation}
+    return {"model": model_path(cfg), "tokenizer": load_tokenizer(cfg), "kernels": chosen}
 
 
 def model_path(cfg: DictConfig) -> str:
@@ -366,6 +403,9 @@ def effective_settings(cfg: DictConfig, args, state, model, optimizer, dataloade
         "max_grad_norm": args.max_grad_norm,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "mixed_precision": "bf16" if args.bf16 else "no",
+        "attn_implementation": data["attn_implementation"],
+        "liger_kernel": args.use_liger_kernel,
+        "gradient_checkpointing": args.gradient_checkpointing,
         "zero_stage": zero_stage(args.deepspeed),
         "world_size": args.world_size,
         "batching": cfg.trainer.batching,
@@ -490,11 +530,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     output_dir = Path(cfg.output_dir)
     data = {"examples": len(dataset), "tokens": sum(len(x) for x in dataset["input_ids"]),
-            "trained_tokens": sum(sum(y != -100 for y in x) for x in dataset["labels"])}
+            "trained_tokens": sum(sum(y != -100 for y in x) for x in dataset["labels"]),
+            "attn_implementation": checked["kernels"]["attn_implementation"]}
     # The training arguments first: under ZeRO-3 they register the DeepSpeed config that makes
     # from_pretrained partition the weights across ranks as it loads them (deepspeed.zero.Init), and
     # asking for their device sets up torch.distributed, which zero.Init needs (as HF's example scripts do).
-    args = sft_config(cfg, output_dir)
+    args = sft_config(cfg, output_dir, checked["kernels"]["liger_kernel"])
     log.info("device %s, world size %d, process %d", args.device, args.world_size, args.process_index)
     if zero_stage(args.deepspeed) == 3:
         import deepspeed
@@ -503,7 +544,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # on an initialised torch.distributed (gloo on CPU) this wraps it, elsewhere it is a no-op.
         deepspeed.init_distributed()
     trainer = SFTTrainer(
-        model=load_model(cfg, checked["model"]),
+        model=load_model(cfg, checked["model"], checked["kernels"]["attn_implementation"]),
         args=args,
         train_dataset=dataset.remove_columns(["id", "component"]),
         processing_class=tokenizer,
@@ -525,6 +566,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "n_examples": len(dataset),
         "output_dir": str(output_dir),
         "wandb_run_id": wandb_run.id if wandb_run is not None else None,
+        "peak_gpu_memory_gib": peak_gpu_memory_gib(),
     }
     if trainer.is_world_process_zero():
         write_atomic(output_dir / "train_metrics.json", json.dumps(metrics, indent=2))
