@@ -1,10 +1,11 @@
 """SFT of the student on an experiment's mixture with TRL, readable top to bottom.
 
-``run(cfg)``: mixture → tokens (labels on the assistant turn only) → TRL ``SFTTrainer`` (packed with
-padding-free position ids by default, or padded to the context as Appendix C) → final model, tokenizer,
-resolved config and data manifest in ``cfg.output_dir``. Rerunning the same command resumes from the
-last checkpoint. Multi-GPU through ``accelerate launch`` / ``torchrun`` / Slurm (submitit), DeepSpeed
-through ``trainer.deepspeed``.
+``run(cfg)``: cheap checks (nothing written on failure) → mixture → tokens (labels on the assistant turn
+only) → TRL ``SFTTrainer`` (``trainer.batching``: Appendix C's steps with padding-free micro-batches by
+default, padded to the context as Appendix C, or packed windows) → provenance when training starts →
+final model (or LoRA adapter) and tokenizer in ``cfg.output_dir``. Rerunning the same command resumes
+from the last complete checkpoint. Multi-GPU through ``accelerate launch`` / ``torchrun`` / Slurm
+(submitit), DeepSpeed through ``trainer.deepspeed``.
 """
 
 from __future__ import annotations
@@ -85,12 +86,12 @@ def tokenize_mixture(examples: list[dict[str, Any]], tokenizer, cfg: DictConfig)
         desc="Tokenizing",
     )
     max_len = cfg.trainer.max_length
-    lengths = [len(x) for x in ds["input_ids"]]
+    lengths = lengths_of(ds).to_pylist()
     over_ids = [i for i, n in zip(ds["id"], lengths) if n > max_len]
     counts = {"overlength": len(over_ids), "policy": cfg.mixture.overlength}
     if over_ids:
         if cfg.mixture.overlength == "drop":
-            ds = ds.filter(lambda e: len(e["input_ids"]) <= max_len, desc="Dropping over-length")
+            ds = ds.select([i for i, n in enumerate(lengths) if n <= max_len])
         else:  # truncate (the value is checked in preflight)
             ds = ds.map(lambda e: {"input_ids": e["input_ids"][:max_len], "labels": e["labels"][:max_len]})
             ds = ds.filter(lambda e: any(x != -100 for x in e["labels"]), desc="Dropping prompt-only")
@@ -110,6 +111,22 @@ def tokenize_mixture(examples: list[dict[str, Any]], tokenizer, cfg: DictConfig)
 
 
 BATCHING = ("padding_free", "pad_to_context", "packed")
+
+
+def lengths_of(dataset):
+    """Token count of every record, computed in Arrow (the token lists never become Python objects)."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(dataset.with_format("arrow")["input_ids"])
+
+
+def dataset_facts(dataset) -> dict[str, int]:
+    """Examples, tokens and trained tokens (labels != -100) of a tokenized mixture."""
+    import pyarrow.compute as pc
+
+    labels = pc.list_flatten(dataset.with_format("arrow")["labels"])
+    return {"examples": len(dataset), "tokens": pc.sum(lengths_of(dataset)).as_py(),
+            "trained_tokens": pc.sum(pc.not_equal(labels, -100)).as_py()}
 
 
 def sft_config(cfg: DictConfig, output_dir: Path, liger_kernel: bool = False):
@@ -247,9 +264,7 @@ def check_peft(cfg: DictConfig) -> None:
                          f"trainer/peft=qlora")
     if method != "qlora":
         return
-    import importlib.util
-
-    if importlib.util.find_spec("bitsandbytes") is None or not on_gpu():
+    if not (installed("bitsandbytes") and on_gpu()):
         raise TrainError("trainer/peft=qlora loads the base in 4 bits with bitsandbytes, which needs a CUDA GPU "
                          "and the bitsandbytes package (pip install bitsandbytes); here use trainer/peft=lora.")
     if cfg.trainer.deepspeed:
@@ -529,9 +544,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     log.info("mixture: %d examples (%s)", len(dataset), {k: v["used"] for k, v in manifest.components.items()})
 
     output_dir = Path(cfg.output_dir)
-    data = {"examples": len(dataset), "tokens": sum(len(x) for x in dataset["input_ids"]),
-            "trained_tokens": sum(sum(y != -100 for y in x) for x in dataset["labels"]),
-            "attn_implementation": checked["kernels"]["attn_implementation"]}
+    data = {**dataset_facts(dataset), "attn_implementation": checked["kernels"]["attn_implementation"]}
     # The training arguments first: under ZeRO-3 they register the DeepSpeed config that makes
     # from_pretrained partition the weights across ranks as it loads them (deepspeed.zero.Init), and
     # asking for their device sets up torch.distributed, which zero.Init needs (as HF's example scripts do).
