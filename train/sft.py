@@ -452,7 +452,7 @@ class Provenance(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
         effective = effective_settings(self.cfg, args, state, model, optimizer, train_dataloader, self.data)
         log.info("effective settings: %s", effective)
-        if self.cfg.trainer.batching == "packed":
+        if self.cfg.trainer.batching == "packed" and args.max_steps <= 0:  # (max_steps fixes the count)
             unpacked, steps = effective["optimizer_steps_at_global_batch_examples"], effective["optimizer_steps"]
             log.warning(
                 "trainer.batching=packed changes the experiment: each of the %d sequences of an optimizer step is "
