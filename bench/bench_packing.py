@@ -18,7 +18,7 @@ labels != -100, the same number in every mode.
 
 Goals: default ≥ 0.95× the best plain-TRL mode, and ≥ 3× paper, in trained tokens per second.
 
-Run: OMP_NUM_THREADS=1 .venv/bin/python bench/bench_packing.py [rounds]   (writes bench/results/packing.md)
+Run: OMP_NUM_THREADS=1 .venv/bin/python bench/bench_packing.py [rounds, default 3]   (writes bench/results/packing.md)
 """
 
 from __future__ import annotations
@@ -184,4 +184,4 @@ on the machine; the ratios are the figures to quote, not the absolute seconds.
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)

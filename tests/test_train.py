@@ -1,7 +1,6 @@
 """The train stage on the tiny student: Table 1 configs, rendering, labels, packing, overfit, resume, sweeps."""
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -16,7 +15,6 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, REPO, install_triples
 from core import student, think
-from core.triple import Triple
 from train import mixture, sft
 
 # Table 1 of the paper, typed in: (domain, teacher, I/O language, trace language or None, count).
