@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from analysis import paper
-from train.mixture import component_counts
+from core.student import component_counts
 
 log = logging.getLogger(__name__)
 

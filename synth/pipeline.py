@@ -35,7 +35,7 @@ from core import jsonl
 from synth import generate as gen
 from synth import plain, schema
 from synth import sources as src
-from train.mixture import component_counts  # the Table 1 rule, shared with the train stage
+from core.student import component_counts  # the Table 1 rule, shared with the train stage
 
 log = logging.getLogger(__name__)
 

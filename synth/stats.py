@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core import jsonl, think
-from train.mixture import end_of_turn, messages, tokenize
+from core.student import end_of_turn, messages, tokenize
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,17 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> dict:
     if cfg.method == "reasoning_vector":
         from train.vector import run
-    elif cfg.method == "sft":
-        from train.sft import run
-    else:
+
+        return run(cfg)
+    if cfg.method != "sft":
         raise SystemExit(f"method={cfg.method!r} is unknown: use method=sft or method=reasoning_vector")
-    return run(cfg)
+    from train.mixture import MixtureError
+    from train.sft import TrainError, run
+
+    try:
+        return run(cfg)
+    except (TrainError, MixtureError) as e:  # bad input, found before anything was written: no traceback
+        raise SystemExit(f"train: {e}") from None
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""The training mixture of an experiment (Table 1): which records of which component, how many, rendered how.
+"""The training mixture of an experiment (Table 1): which records of which component, how many.
 
 An experiment names its components (``data.<name>`` from ``conf/data/``) and a count per domain; the
-components of one domain share that count equally (the paper: "学習事例数はドメインごとに一定とし、
-日英を併用する構成では各言語に等分する"). Each component's records are sampled with a fixed seed,
-rendered as chat messages, tokenized with labels on the assistant turn only, and shuffled.
+components of one domain share that count equally (``core.student.component_counts``). Each component's
+records are checked against the triple schema, sampled with a fixed seed, rendered as chat messages
+(``core.student.messages``) and shuffled.
 """
 
 from __future__ import annotations
@@ -17,46 +17,18 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from core import jsonl, think
+from core import jsonl
+from core.student import MixtureError, component_counts, messages
 from core.triple import Triple
 
 
 log = logging.getLogger(__name__)
 
 
-class MixtureError(ValueError):
-    """Bad mixture input: names the component, where it looked, and the fix."""
-
-
-def component_counts(cfg: DictConfig) -> dict[str, int]:
-    """Training examples per component: the domain's count split equally among its components."""
-    domain_counts = dict(cfg.experiment.domain_counts)
-    by_domain: dict[str, list[str]] = {}
-    for name, comp in cfg.data.items():
-        by_domain.setdefault(comp.domain, []).append(name)
-    counts = {}
-    for domain, names in by_domain.items():
-        if domain not in domain_counts:
-            raise MixtureError(
-                f"experiment {cfg.experiment.name}: component(s) {names} are {domain!r} data but "
-                f"experiment.domain_counts has no {domain!r} entry ({domain_counts})"
-            )
-        total = domain_counts[domain]
-        if total % len(names):
-            raise MixtureError(
-                f"experiment {cfg.experiment.name}: {domain} count {total} does not split equally "
-                f"among {len(names)} components {names}"
-            )
-        counts.update({n: total // len(names) for n in names})
-    return counts
-
-
-def load_component(name: str, comp: DictConfig, experiment: str) -> list[dict[str, Any]]:
-    """All records of one component: local synthesized shards, or a hub dataset in the triple schema."""
+def check_present(name: str, comp: DictConfig, experiment: str) -> None:
+    """A local component must have shards (cheap: a directory listing, no record read)."""
     if comp.get("hub_id"):
-        import datasets
-
-        return list(datasets.load_dataset(comp.hub_id, split="train"))
+        return
     path = Path(comp.path)
     if not jsonl.shards(path):
         raise MixtureError(
@@ -64,7 +36,33 @@ def load_component(name: str, comp: DictConfig, experiment: str) -> list[dict[st
             f"`python -m synth experiment={experiment}` (or point data.{name}.path / data.{name}.hub_id "
             f"at existing triples)."
         )
-    return list(jsonl.read_dir(path))
+
+
+def load_component(name: str, comp: DictConfig, experiment: str) -> list[dict[str, Any]]:
+    """All records of one component (local synthesized shards, or a hub dataset in the triple schema),
+    each checked against the triple schema: a bad one is an error naming its file, position and id."""
+    if comp.get("hub_id"):
+        import datasets
+
+        rows = datasets.load_dataset(comp.hub_id, split="train")
+        return [checked(r, name, f"{comp.hub_id} row {i}") for i, r in enumerate(rows)]
+    check_present(name, comp, experiment)
+    return [checked(r, name, f"{shard} record {i}")
+            for shard in jsonl.shards(Path(comp.path)) for i, r in enumerate(jsonl.read(shard), 1)]
+
+
+def checked(record: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    try:
+        Triple.from_dict(record)
+        for key in ("instruction", "response"):
+            if not isinstance(record[key], str):
+                raise ValueError(f"record {record['id']}: {key} is {type(record[key]).__name__}, not text")
+    except (AttributeError, TypeError, ValueError) as e:
+        raise MixtureError(
+            f"component {name!r}: {where} is not a triple ({e}). Every record needs the fields of "
+            f"core/triple.py (id, instruction, trace, response, ...); fix the record or re-synthesize it."
+        ) from None
+    return record
 
 
 @dataclass
@@ -79,15 +77,6 @@ class Manifest:
         return {"experiment": self.experiment, "n_records": len(self.record_ids), "components": self.components}
 
 
-def messages(record: dict[str, Any], keep_trace: bool, no_trace: str) -> list[dict[str, str]]:
-    """The conversation the student learns: the instruction, then the trace (verbatim) and the response."""
-    trace = record.get("trace") if keep_trace else None
-    return [
-        {"role": "user", "content": record["instruction"]},
-        {"role": "assistant", "content": think.format_assistant(trace, record["response"], no_trace)},
-    ]
-
-
 def build(cfg: DictConfig) -> tuple[list[dict[str, Any]], Manifest]:
     """Sample every component of the experiment and return shuffled chat examples + the manifest."""
     counts = component_counts(cfg)
@@ -97,8 +86,6 @@ def build(cfg: DictConfig) -> tuple[list[dict[str, Any]], Manifest]:
     examples: list[dict[str, Any]] = []
     for name, comp in cfg.data.items():
         records = load_component(name, comp, cfg.experiment.name)
-        for r in records[:1]:
-            Triple.from_dict(r)  # fail fast on a file that is not in the triple schema
         usable = [r for r in records if not excluded_flags.intersection(r.get("flags") or [])]
         if comp.keep_trace:
             usable = [r for r in usable if r.get("trace")]
@@ -132,33 +119,3 @@ def build(cfg: DictConfig) -> tuple[list[dict[str, Any]], Manifest]:
     random.Random(mix.seed).shuffle(examples)
     manifest.record_ids = [e["id"] for e in examples]
     return examples, manifest
-
-
-def tokenize(example: dict[str, Any], tokenizer, eos: str) -> dict[str, list[int]]:
-    """Token ids of one conversation with labels -100 everywhere but the assistant turn.
-
-    The prompt goes through the model's own chat template (generation prompt included); the assistant
-    turn is appended as text we rendered ourselves. We do not let the template render the assistant
-    turn because Qwen3's template rewrites think content (strips newlines, inserts empty think blocks
-    into trace-free turns) and TRL would swap in its own training template; this way the trace reaches
-    the student verbatim and the label mask is exact by construction.
-    """
-    prompt_ids = tokenizer.apply_chat_template(
-        example["messages"][:-1], tokenize=True, add_generation_prompt=True, return_dict=False
-    )
-    if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "input_ids"):
-        prompt_ids = prompt_ids["input_ids"]
-    completion = example["messages"][-1]["content"] + eos
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    return {
-        "input_ids": list(prompt_ids) + completion_ids,
-        "labels": [-100] * len(prompt_ids) + completion_ids,
-    }
-
-
-def end_of_turn(tokenizer) -> str:
-    """What closes an assistant turn in this tokenizer's chat template (``<|im_end|>\\n`` for Qwen)."""
-    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "SENTINEL"}]
-    text = tokenizer.apply_chat_template(probe, tokenize=False)
-    tail = text.split("SENTINEL", 1)[1]
-    return tail or (tokenizer.eos_token or "")

@@ -1,0 +1,82 @@
+"""What the student learns, shared by train (SFT) and synth (Table 1 statistics: PPL, counts).
+
+- ``messages``: the conversation of one record (the instruction, then the trace verbatim and the response);
+- ``tokenize``: its token ids with labels -100 everywhere but the assistant turn;
+- ``end_of_turn``: what closes an assistant turn in the tokenizer's chat template;
+- ``component_counts``: Table 1's count rule (a domain's count split equally among its components).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from core import think
+
+
+class MixtureError(ValueError):
+    """Bad mixture input: names the component, where it looked, and the fix."""
+
+
+def component_counts(cfg: DictConfig) -> dict[str, int]:
+    """Training examples per component: the domain's count split equally among its components (the paper:
+    "学習事例数はドメインごとに一定とし、日英を併用する構成では各言語に等分する")."""
+    domain_counts = dict(cfg.experiment.domain_counts)
+    by_domain: dict[str, list[str]] = {}
+    for name, comp in cfg.data.items():
+        by_domain.setdefault(comp.domain, []).append(name)
+    counts = {}
+    for domain, names in by_domain.items():
+        if domain not in domain_counts:
+            raise MixtureError(
+                f"experiment {cfg.experiment.name}: component(s) {names} are {domain!r} data but "
+                f"experiment.domain_counts has no {domain!r} entry ({domain_counts})"
+            )
+        total = domain_counts[domain]
+        if total % len(names):
+            raise MixtureError(
+                f"experiment {cfg.experiment.name}: {domain} count {total} does not split equally "
+                f"among {len(names)} components {names}"
+            )
+        counts.update({n: total // len(names) for n in names})
+    return counts
+
+
+def messages(record: dict[str, Any], keep_trace: bool, no_trace: str) -> list[dict[str, str]]:
+    """The conversation the student learns: the instruction, then the trace (verbatim) and the response."""
+    trace = record.get("trace") if keep_trace else None
+    return [
+        {"role": "user", "content": record["instruction"]},
+        {"role": "assistant", "content": think.format_assistant(trace, record["response"], no_trace)},
+    ]
+
+
+def tokenize(example: dict[str, Any], tokenizer, eos: str) -> dict[str, list[int]]:
+    """Token ids of one conversation with labels -100 everywhere but the assistant turn.
+
+    The prompt goes through the model's own chat template (generation prompt included); the assistant
+    turn is appended as text we rendered ourselves. We do not let the template render the assistant
+    turn because Qwen3's template rewrites think content (strips newlines, inserts empty think blocks
+    into trace-free turns) and TRL would swap in its own training template; this way the trace reaches
+    the student verbatim and the label mask is exact by construction.
+    """
+    prompt_ids = tokenizer.apply_chat_template(
+        example["messages"][:-1], tokenize=True, add_generation_prompt=True, return_dict=False
+    )
+    if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "input_ids"):
+        prompt_ids = prompt_ids["input_ids"]
+    completion = example["messages"][-1]["content"] + eos
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return {
+        "input_ids": list(prompt_ids) + completion_ids,
+        "labels": [-100] * len(prompt_ids) + completion_ids,
+    }
+
+
+def end_of_turn(tokenizer) -> str:
+    """What closes an assistant turn in this tokenizer's chat template (``<|im_end|>\\n`` for Qwen)."""
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "SENTINEL"}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False)
+    tail = text.split("SENTINEL", 1)[1]
+    return tail or (tokenizer.eos_token or "")
