@@ -9,9 +9,11 @@
 * The stats pass (synth.stats.component_stats, PPL off; the tokenizer may use both cores: CPU > wall) on
   ``--records`` records of real prose traces:
   whole pass, and its tokenization: trace+response only (Table 1's mean, before the percentiles), that
-  plus the trace tokenized alone (the obvious way to count trace tokens), and one tokenization with
-  character offsets counting the tokens that start inside the trace (synth.checks.rendered_lengths, what
-  synth does); rotated. And how often the offsets count equals the trace tokenized alone.
+  plus the trace tokenized alone (the obvious way to count trace tokens), the same tokenization with
+  character offset lists (``return_offsets_mapping``, counting the tokens that start in the trace), and
+  with ``char_to_token`` on the trace's first and last characters (synth.checks.rendered_lengths, what
+  synth does); rotated; and each one's peak Python memory per batch of 512 records (tracemalloc, a
+  separate pass). And how often synth's count equals the trace tokenized alone.
 * Memory of keeping every length for exact percentiles at 550k records (the largest Table 1 component):
   ``array("I")`` (what synth keeps) beside a Python list of ints (tracemalloc), and the percentile time.
 * reflag (synth.reflag) on the same records, 20 % of them ending in a loop: records per second.
@@ -51,6 +53,26 @@ KNOBS = {"min_repeats": 3.0, "min_share": 0.05, "min_tokens": 128, "tolerance": 
 
 def token_lengths(tok, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+
+
+def offset_lengths(tok, pairs: list[tuple[str, str]]) -> list[tuple[int, int]]:
+    """The alternative to synth's char_to_token: offset lists, the tokens that start inside the trace."""
+    texts = [think.format_assistant(t, r) for t, r in pairs]
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for text, (trace, _), offsets in zip(texts, pairs, enc["offset_mapping"]):
+        a = text.index(trace, len(think.OPEN))
+        out.append((len(offsets), sum(a <= s < a + len(trace) for s, _ in offsets)))
+    return out
+
+
+def peak_mib(fn) -> float:
+    tracemalloc.start()
+    result = fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del result
+    return peak / 2**20
 
 
 def timed(fn) -> tuple[float, float]:
@@ -143,26 +165,34 @@ def main() -> None:
         assistant = [[think.format_assistant(r["trace"], r["response"]) for r in b] for b in batches]
         traces_b = [[r["trace"] for r in b] for b in batches]
         pairs = [[(r["trace"], r["response"]) for r in b] for b in batches]
-        res = rotated({
-            "tokenize trace+response (Table 1 mean only)": lambda: [token_lengths(tok, b) for b in assistant],
+        per_batch = {  # one batch of up to 512 records: what each way costs
+            "tokenize trace+response (Table 1 mean only)": lambda i: token_lengths(tok, assistant[i]),
             "tokenize trace+response, then the trace alone":
-                lambda: [(token_lengths(tok, b), token_lengths(tok, t)) for b, t in zip(assistant, traces_b)],
-            "tokenize trace+response with offsets (synth: rendered_lengths)":
-                lambda: [rendered_lengths(tok, p) for p in pairs],
-            "component_stats (whole pass, PPL off)": lambda: component_stats("c", d, Path(tmp) / "w", tokenizer=tok),
-        }, max(1, a.repeats // 2))
-        by_offsets = [n for p in pairs for _, n in rendered_lengths(tok, p)]
+                lambda i: (token_lengths(tok, assistant[i]), token_lengths(tok, traces_b[i])),
+            "tokenize trace+response, offset lists": lambda i: offset_lengths(tok, pairs[i]),
+            "tokenize trace+response, char_to_token (synth: rendered_lengths)": lambda i: rendered_lengths(tok, pairs[i]),
+        }
+        res = rotated({**{k: (lambda f=f: [f(i) for i in range(len(batches))]) for k, f in per_batch.items()},
+                       "component_stats (whole pass, PPL off)":
+                           lambda: component_stats("c", d, Path(tmp) / "w", tokenizer=tok)}, max(1, a.repeats // 2))
+        peaks = {k: f"{peak_mib(lambda f=f: f(0)):.0f}" for k, f in per_batch.items()}
+        peaks["component_stats (whole pass, PPL off)"] = \
+            f"{peak_mib(lambda: component_stats('c', d, Path(tmp) / 'w', tokenizer=tok)):.0f} (whole pass)"
+        synth_count = [n for p in pairs for _, n in rendered_lengths(tok, p)]
         alone = [n for t in traces_b for n in token_lengths(tok, t)]
-        diffs = [x - y for x, y in zip(by_offsets, alone)]
+        diffs = [x - y for x, y in zip(synth_count, alone)]
         stats = component_stats("c", d, Path(tmp) / "w", tokenizer=tok)
         lines += ["", f"## The stats pass on {a.records} records ({a.trace_tokens}-token traces, real prose, en/ja)", "",
-                  "| what | wall s | CPU s | CPU per 550k records |", "|---|---:|---:|---:|"]
+                  "| what | wall s | CPU s | CPU per 550k records | peak MiB, one batch (≤ 512 records) |",
+                  "|---|---:|---:|---:|---:|"]
         for what, (w, c) in res.items():
-            lines.append(f"| {what} | {w:.2f} | {c:.2f} | {c / a.records * 550_000 / 60:.0f} min |")
-        base, twice, offsets = (res[k][1] for k in list(res)[:3])
-        lines += ["", f"Trace tokens by offsets equal the trace tokenized alone for {diffs.count(0)} of {len(diffs)} "
-                  f"records (largest difference {max(map(abs, diffs))} token; a token spanning the trace's edge, "
-                  "e.g. Qwen3's `.\\n`, counts as the trace's).",
+            lines.append(f"| {what} | {w:.2f} | {c:.2f} | {c / a.records * 550_000 / 60:.0f} min | {peaks[what]} |")
+        base, twice, offsets, synth_cpu = (res[k][1] for k in list(res)[:4])
+        mem_ratio = float(peaks["tokenize trace+response, offset lists"]) / \
+            float(peaks["tokenize trace+response (Table 1 mean only)"])
+        lines += ["", f"Trace tokens by char_to_token equal the trace tokenized alone for {diffs.count(0)} of "
+                  f"{len(diffs)} records (largest difference {max(map(abs, diffs))} tokens; a token spanning an edge "
+                  "of the trace, e.g. Qwen3's `.\\n` at its end, counts as the trace's).",
                   "", "stats.json keys of that run: " + ", ".join(
             f"`{k}`={stats[k]:.1f}" if isinstance(stats[k], float) else f"`{k}`={stats[k]}"
             for k in ("mean_tokens", "tokens_p50", "tokens_p90", "tokens_p99", "mean_trace_tokens",
@@ -212,9 +242,10 @@ def main() -> None:
         "and false-positive rates beside token ids are in bench/results/loops.md.",
         "- The budget flag tokenizes each trace once (with its response: the counting of stats.json), only when "
         "synth.max_trace_tokens is set: tens of ms per 32k-token trace, against minutes of teacher time.",
-        f"- Trace-length percentiles from the offsets of the one tokenization the Table 1 mean already does: "
-        f"{(offsets / base - 1) * 100:+.0f} % CPU on that tokenization (the offsets come from the same call); "
-        f"tokenizing the trace a second time: {(twice / base - 1) * 100:+.0f} %.",
+        f"- Trace-length percentiles from the one tokenization the Table 1 mean already does (char_to_token on "
+        f"the trace's first and last characters): {(synth_cpu / base - 1) * 100:+.0f} % CPU on that tokenization "
+        f"and no more memory; tokenizing the trace a second time: {(twice / base - 1) * 100:+.0f} %; offset "
+        f"lists: {(offsets / base - 1) * 100:+.0f} % and {mem_ratio:.1f}x the memory (a Python tuple per token).",
         "- Every length is kept (exact percentiles): 4 bytes a record, about 2 MiB per column at 550k records, "
         "against ~10x that as a Python list; no sketch is needed at this size.",
         "- The records flagged without a built loop are drawings (asymptote `filldraw` lines) and code from the "

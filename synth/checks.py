@@ -14,7 +14,6 @@ does not run neither sets nor clears its flag.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,29 +25,31 @@ from core.loops import find_loop
 def rendered_lengths(tokenizer: Any, pairs: Sequence[tuple[str | None, str]],
                      keep_trace: bool = True) -> list[tuple[int, int]]:
     """For each (trace, response): (tokens of the assistant turn the student learns, of them the tokens that
-    start inside the trace).
+    hold a character of the trace).
 
     The turn is ``core.think.format_assistant(trace, response)`` (the bare response without ``keep_trace``),
-    tokenized without special tokens: Table 1's count. The trace's tokens come from the same tokenization,
-    through the fast tokenizer's character offsets, so the second count costs no second tokenization
-    (bench/results/synth_checks.md); it equals tokenizing the trace alone but where a token spans its edge
-    (the trace's last ``.`` and the newline after it are one Qwen3 token, counted as the trace's)."""
+    tokenized without special tokens: Table 1's count. The trace's tokens come from the same tokenization
+    (``BatchEncoding.char_to_token``: the tokens holding its first and last characters), so the second count
+    costs no second tokenization and no offset lists (bench/results/synth_checks.md). It equals tokenizing
+    the trace alone but where a token spans one of the trace's edges (Qwen3 makes the trace's last ``.`` and
+    the newline after it one token, counted as the trace's): 1 or 2 tokens more or fewer on a few % of
+    records."""
     if not pairs:
         return []
     texts = [think.format_assistant(t if keep_trace else None, r) for t, r in pairs]
-    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
     out = []
-    for text, (trace, _), offsets in zip(texts, pairs, enc["offset_mapping"]):
+    for i, (text, (trace, _)) in enumerate(zip(texts, pairs)):
         n_trace = 0
         if keep_trace and trace:
-            a = text.index(trace)  # format_assistant keeps the trace verbatim
-            n_trace = bisect_left(offsets, a + len(trace), key=_start) - bisect_left(offsets, a, key=_start)
-        out.append((len(offsets), n_trace))
+            a = text.index(trace, len(think.OPEN))  # format_assistant keeps the trace verbatim after the tag
+            first, last = enc.char_to_token(i, a), enc.char_to_token(i, a + len(trace) - 1)
+            if first is None or last is None:  # a character no token holds (a normalizer dropped it)
+                n_trace = len(tokenizer(trace, add_special_tokens=False)["input_ids"])
+            else:
+                n_trace = last - first + 1
+        out.append((len(enc["input_ids"][i]), n_trace))
     return out
-
-
-def _start(span: tuple[int, int]) -> int:
-    return span[0]
 
 
 @dataclass(frozen=True)
