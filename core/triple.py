@@ -9,7 +9,10 @@ from typing import Any
 DOMAINS = ("stem", "chat")
 LANGS = ("en", "ja")
 # Quality flags a record can carry; the synth stage counts them and a policy decides what is excluded.
-FLAGS = ("truncated", "unclosed_think", "empty_response", "missing_trace", "malformed")
+# looping_trace: the trace ends in a loop (core.loops); over_budget: the trace is longer than
+# synth.max_trace_tokens student tokens (synth.checks).
+FLAGS = ("truncated", "unclosed_think", "empty_response", "missing_trace", "malformed", "looping_trace",
+         "over_budget")
 
 
 def record_id(source: str, prompt: str, *salt: str) -> str:

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from core import jsonl, think
-from core.triple import FLAGS, Triple, record_id
+from core.triple import Triple, record_id
+from synth.checks import TraceChecks
 from synth.client import FatalEndpointError, Reply, RequestRefused
+from synth.schema import POLICIES
 from synth.sources import Prompt
 
 log = logging.getLogger(__name__)
-
-POLICIES = ("drop", "keep")
 
 
 @dataclass
@@ -49,6 +49,7 @@ class Job:
     translator: str | None = None        # set for lang_input=ja: part of the record id
     elicit_trace: str | None = None      # non-reasoning teacher: ask for the reasoning first (teacher config)
     shard_name: str = "part-00000-of-00001"
+    checks: TraceChecks = field(default_factory=TraceChecks)  # loop and budget checks of the trace
 
     def rid(self, prompt: Prompt) -> str:
         salt = [self.teacher, self.reasoning_effort or "", self.lang_input]
@@ -120,8 +121,8 @@ def flags_for(reply: Reply, expects_trace: bool) -> list[str]:
     return flags
 
 
-def make_triple(job: Job, prompt: Prompt, instruction: str, reply: Reply, extra_flags: Iterable[str] = ()) -> Triple:
-    flags = flags_for(reply, job.expects_trace) + [f for f in extra_flags if f in FLAGS]
+def make_triple(job: Job, prompt: Prompt, instruction: str, reply: Reply) -> Triple:
+    flags = flags_for(reply, job.expects_trace) + job.checks.flags(reply.trace, reply.response or "")
     return Triple(
         id=job.rid(prompt), component=job.component, domain=job.domain, source=prompt.id,
         lang_input=job.lang_input, lang_trace=job.lang_trace, teacher=job.teacher, instruction=instruction,

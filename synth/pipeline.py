@@ -4,14 +4,19 @@
 Per component of the experiment (``data.<name>`` from ``conf/data/``):
 
 - **count** = the experiment's ``domain_counts[domain]`` split equally among that domain's components
-  (Table 1 rule; train.mixture.component_counts, an error when it does not divide), unless ``synth.counts.<name>`` overrides it; capped by
+  (Table 1 rule; core.student.component_counts, an error when it does not divide), unless ``synth.counts.<name>`` overrides it; capped by
   ``synth.limit``. This shard's share is ``count // num_shards`` (+1 for the first ``count % num_shards``).
 - **prompts**: the first ``ceil(count·(1+prompt_margin)) + prompt_extra`` prompts of the source, cached
   (``<work_dir>/pools``); this shard takes every ``num_shards``-th prompt starting at ``shard_index``.
 - **translate** (``*_ja`` sources): En→Ja of this shard's prompts, cached (``<work_dir>/translate``).
 - **generate**: the teacher (``mode: api``), or the source's own answers (``mode: source``: the R1
   component, NPT rows written by DeepSeek-R1-0528), until the shard's count of kept records is reached.
+- **reflag** (not a default step): the trace checks (``synth.loops``, ``synth.max_trace_tokens``) on records
+  already on disk, without asking the teacher again (synth.reflag).
 - **stats**: ``stats.json`` in the component directory (Table 1 columns; docs/contracts.md).
+
+Every record made by **generate** goes through the same trace checks (synth.checks): a trace ending in a
+loop is flagged ``looping_trace``, one longer than ``synth.max_trace_tokens`` student tokens ``over_budget``.
 
 Components whose ``prompt_source`` is ``fixture`` already have their data at their path: nothing to make.
 Components that share a ``path`` (``chat_oss_ja`` and ``chat_oss_ja_notrace``) are generated once.
@@ -32,14 +37,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from core import jsonl
+from core.student import component_counts  # the Table 1 rule, shared with the train stage
 from synth import generate as gen
 from synth import plain, schema
 from synth import sources as src
-from core.student import component_counts  # the Table 1 rule, shared with the train stage
+from synth.checks import TraceChecks
 
 log = logging.getLogger(__name__)
 
-STEPS = ("prompts", "translate", "generate", "stats", "merge")
+STEPS = ("prompts", "translate", "generate", "merge", "reflag", "stats")  # run in this order
 
 
 class ShortfallError(RuntimeError):
@@ -144,7 +150,8 @@ def teacher_for(cfg: DictConfig, plan: Plan) -> DictConfig:
     return t
 
 
-def make_job(cfg: DictConfig, plan: Plan, teacher_name: str, translator_name: str | None) -> gen.Job:
+def make_job(cfg: DictConfig, plan: Plan, teacher_name: str, translator_name: str | None,
+             checks: TraceChecks | None = None) -> gen.Job:
     d = plan.data
     expects = bool(cfg.teacher.get("expects_trace", True)) if plan.mode == "api" else True
     effort = d.get("reasoning_effort")
@@ -154,7 +161,8 @@ def make_job(cfg: DictConfig, plan: Plan, teacher_name: str, translator_name: st
                    lang_trace=d.get("lang_trace"), teacher=teacher_name, reasoning_effort=effort,
                    out_dir=plan.out_dir, work_dir=plan.work_dir, target=plan.target, mode=plan.mode,
                    expects_trace=expects, translator=translator_name, shard_name=shard_name(cfg.synth),
-                   elicit_trace=cfg.teacher.get("elicit_trace") if plan.mode == "api" else None)
+                   elicit_trace=cfg.teacher.get("elicit_trace") if plan.mode == "api" else None,
+                   checks=checks or TraceChecks())
 
 
 def source_cfg(cfg: DictConfig, name: str) -> DictConfig:
@@ -226,7 +234,7 @@ async def _translate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[
     return {"translator": key, **counts}
 
 
-async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[str, Any]:
+async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map, checks: TraceChecks) -> dict[str, Any]:
     from synth.client import ChatClient
 
     s = cfg.synth
@@ -237,7 +245,7 @@ async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[s
         if p.mode not in ("api", "source"):
             continue
         if p.mode == "source":
-            job = make_job(cfg, p, p.teacher, None)
+            job = make_job(cfg, p, p.teacher, None, checks)
             produce = gen.source_producer(job)
             client = tr_client = cache = None
         else:
@@ -245,7 +253,7 @@ async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[s
             tr = tr_client = cache = tkey = None
             if p.translate:
                 tr, tr_client, cache, tkey = translator_parts(cfg)
-            job = make_job(cfg, p, str(t.name), tkey)
+            job = make_job(cfg, p, str(t.name), tkey, checks)
             client = ChatClient(t, retries=s.retries, down_after=float(s.endpoint_down_after))
             produce = gen.api_producer(job, client, tr)
         pool = pool_map[(p.source, p.mode == "source")]
@@ -295,7 +303,7 @@ def stats_step(cfg: DictConfig, plans: list[Plan]) -> dict[str, Any]:
     if not todo:
         return {}
     model_name = None if OmegaConf.is_missing(cfg.model, "name_or_path") else cfg.model.name_or_path
-    tok_name = cfg.model.get("tokenizer") or model_name
+    tok_name = tokenizer_name(cfg)
     tokenizer = st.load_tokenizer(tok_name)
     model = None
     if s.stats.ppl:
@@ -319,6 +327,47 @@ def stats_step(cfg: DictConfig, plans: list[Plan]) -> dict[str, Any]:
         log.info("stats %s: count=%d mean_tokens=%s ppl=%s flags=%s", p.name, stats["count"],
                  None if stats["mean_tokens"] is None else round(stats["mean_tokens"], 1), stats["ppl"],
                  stats["flag_counts"])
+    return out
+
+
+def tokenizer_name(cfg: DictConfig) -> str | None:
+    """The student tokenizer: ``model.tokenizer``, else the base model's own (``model.name_or_path``)."""
+    model_name = None if OmegaConf.is_missing(cfg.model, "name_or_path") else cfg.model.name_or_path
+    return cfg.model.get("tokenizer") or model_name
+
+
+def trace_checks(cfg: DictConfig) -> TraceChecks:
+    """The checks every trace goes through (``synth.loops``, ``synth.max_trace_tokens``); the student
+    tokenizer is loaded only for a budget."""
+    s = cfg.synth
+    loops = plain(s.loops)
+    knobs = {k: v for k, v in loops.items() if k != "enabled"} if loops["enabled"] else None
+    budget = s.get("max_trace_tokens")
+    if budget is None:
+        return TraceChecks(loops=knobs)
+    from synth.stats import load_tokenizer
+
+    return TraceChecks(loops=knobs, max_trace_tokens=int(budget), tokenizer=load_tokenizer(tokenizer_name(cfg)))
+
+
+def reflag_step(cfg: DictConfig, plans: list[Plan], checks: TraceChecks) -> dict[str, Any]:
+    """The trace checks on every record already kept, without regenerating it (synth.reflag)."""
+    from synth.reflag import reflag_component
+
+    policy = plain(cfg.synth.flag_policy) or {}
+    todo = [p for p in plans if p.mode in ("api", "source")]  # a shared directory once; fixtures are not ours
+    empty = [p for p in todo if not jsonl.shards(p.out_dir)]
+    if empty:
+        raise ValueError("reflag: no records for " + ", ".join(f"{p.name} ({p.out_dir})" for p in empty)
+                         + ": make them first, e.g. synth.steps=[prompts,translate,generate,stats]")
+    out = {}
+    for p in todo:
+        out[p.name] = reflag_component(p.out_dir, p.work_dir, checks, policy)
+        kept = len(jsonl.ids_in(p.out_dir))
+        log.info("reflag %s: %s", p.name, {k: v for k, v in out[p.name].items() if k != "backups"})
+        if kept < p.count:
+            log.warning("reflag %s: %d records kept, fewer than its count %d: rerun with synth.steps=[generate,stats] "
+                        "to top it up from the pool", p.name, kept, p.count)
     return out
 
 
@@ -394,6 +443,8 @@ def validate(cfg: DictConfig) -> None:
     for key, node in (plain(cfg.get("data")) or {}).items():
         schema.check_component(key, node)
     schema.check_teacher(plain(cfg.teacher), teacher_file())
+    s = cfg.synth
+    schema.check_trace_checks(plain(s.get("loops")), s.get("max_trace_tokens"), plain(s.get("flag_policy")))
 
 
 def looks_like_missing_path(name: str | None) -> bool:
@@ -420,6 +471,27 @@ def check_stats_inputs(cfg: DictConfig, plans: list[Plan]) -> None:
                              f"the path, or leave stats out: synth.steps=[prompts,translate,generate]")
 
 
+def check_checks_inputs(cfg: DictConfig, steps: list[str]) -> None:
+    """The trace checks' needs, before anything runs: the student tokenizer for a budget; reflag only when
+    no shard is being written (it rewrites the component's shards)."""
+    s = cfg.synth
+    checking = [x for x in ("generate", "reflag") if x in steps]
+    if checking and s.get("max_trace_tokens") is not None:
+        name = tokenizer_name(cfg)
+        if not name:
+            raise ValueError(f"synth.max_trace_tokens={s.max_trace_tokens} counts student tokens: set "
+                             "model.tokenizer=… or model.name_or_path=… (or synth.max_trace_tokens=null)")
+        if looks_like_missing_path(name):
+            raise ValueError(f"the student tokenizer {name} does not exist (synth.max_trace_tokens counts its "
+                             "tokens): fix model.tokenizer / model.name_or_path")
+    if "reflag" in steps:
+        if int(s.num_shards) > 1:
+            raise ValueError("synth.steps=[reflag] rewrites every shard of a component: run it once all shards "
+                             "are done, without synth.num_shards (e.g. synth.steps=[merge,reflag,stats])")
+        if not s.loops.enabled and s.get("max_trace_tokens") is None:
+            raise ValueError("reflag: nothing to check (synth.loops.enabled=false and synth.max_trace_tokens=null)")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     s = cfg.synth
     validate(cfg)
@@ -430,6 +502,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise ValueError(f"unknown synth.steps {sorted(unknown)}; known: {STEPS}")
+    check_checks_inputs(cfg, steps)
     if "stats" in steps:
         check_stats_inputs(cfg, plans)
     if any(x in steps for x in ("translate", "generate")):
@@ -449,17 +522,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if any(x in steps for x in ("prompts", "translate", "generate")):
         pool_map = pools(cfg, plans)
         out["pools"] = {f"{k[0]}{'+answers' if k[1] else ''}": v.available for k, v in pool_map.items()}
+    checks = trace_checks(cfg) if any(x in steps for x in ("generate", "reflag")) else None
     with local_teacher(cfg) if needs_server else nullcontext():
         if "translate" in steps:
             out["translate"] = asyncio.run(_translate_step(cfg, plans, pool_map))
         if "generate" in steps:
-            out["generate"] = asyncio.run(_generate_step(cfg, plans, pool_map))
+            out["generate"] = asyncio.run(_generate_step(cfg, plans, pool_map, checks))
     # after every shard has finished: one de-duplicated set of shards per component
     if "merge" in steps:
         from synth.merge import merge_component
 
         out["merge"] = {p.name: merge_component(p.out_dir, extra=[Path(x) for x in (s.get("merge_from") or [])])
                         for p in plans if p.mode in ("api", "source")}
+    if "reflag" in steps:
+        out["reflag"] = reflag_step(cfg, plans, checks)
     if "stats" in steps:
         out["stats"] = stats_step(cfg, plans)
     return out

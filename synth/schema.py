@@ -1,9 +1,11 @@
-"""The keys a mixture component (``conf/data/*.yaml``) and a teacher (``conf/teacher/*.yaml``) may have.
+"""The keys a mixture component (``conf/data/*.yaml``), a teacher (``conf/teacher/*.yaml``) and the trace
+checks (``synth.loops``, ``synth.max_trace_tokens``, ``synth.flag_policy``) may have.
 
 Hydra composes YAML files without a schema, so a misspelt key (``reasoning_efort: high``) would be
-silently ignored and the run would fall back to another value. :func:`check_component` and
-:func:`check_teacher` compare each node with the dataclasses below: an unknown key is an error naming
-the key, where it is, the closest valid key and all valid keys; OmegaConf then checks the types.
+silently ignored and the run would fall back to another value. :func:`check_component`,
+:func:`check_teacher` and :func:`check_trace_checks` compare each node with the dataclasses below: an
+unknown key is an error naming the key, where it is, the closest valid key and all valid keys; OmegaConf
+then checks the types.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from core.loops import find_loop
+from core.triple import FLAGS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -71,6 +76,20 @@ class Teacher:
     serve: Serve | None = None
 
 
+@dataclass
+class Loops:
+    """``synth.loops``: whether traces are searched for a loop, and ``core.loops.find_loop``'s knobs."""
+
+    enabled: bool
+    min_repeats: float
+    min_share: float
+    min_tokens: int
+    tolerance: float
+
+
+POLICIES = ("drop", "keep")
+
+
 # Sampling parameters of the OpenAI chat API and of vLLM's extension of it; anything else a server
 # accepts goes in ``extra_body`` (so that a misspelt sampling key is caught, not silently ignored).
 SAMPLING = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "min_tokens",
@@ -117,3 +136,21 @@ def check_teacher(node: dict[str, Any], file: str | None = None) -> None:
         if not isinstance(e, str):
             _check(e, Endpoint, f"teacher.endpoints[{i}]{at}")
     _check(node, Teacher, "teacher" + at)
+
+
+def check_trace_checks(loops: Any, budget: Any, policy: dict[str, Any] | None) -> None:
+    """``synth.loops`` (keys, types, and the detector's own range checks), ``synth.max_trace_tokens``
+    (``budget``: null or a positive number of tokens) and ``synth.flag_policy`` (known flags, drop or keep)."""
+    _check(loops, Loops, "synth.loops")
+    knobs = {k: v for k, v in loops.items() if k != "enabled"}
+    try:
+        find_loop("", **knobs)  # the detector checks its knobs before looking at the sequence
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"synth.loops: {e}") from None
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise ValueError(f"synth.max_trace_tokens={budget!r}: a number of student tokens ≥ 1, or null for no budget")
+    policy = policy or {}
+    _unknown(policy, FLAGS, "synth.flag_policy", " (the quality flags of core.triple.FLAGS)")
+    bad = {k: v for k, v in policy.items() if v not in POLICIES}
+    if bad:
+        raise ValueError(f"synth.flag_policy: {bad}: each flag's policy is one of {POLICIES}")

@@ -1,8 +1,13 @@
 """Table 1 statistics of a component: count, mean tokens of trace+response under the student tokenizer,
-and PPL of trace+response under the base (pre-SFT) model, batched on CPU or GPU.
+and PPL of trace+response under the base (pre-SFT) model, batched on CPU or GPU; beside the mean, the
+50th/90th/99th percentiles of those tokens and of the trace's tokens among them.
 
 The text measured is what the student learns: ``core.think.format_assistant(trace, response)`` (the
 think-tagged trace, then the response; the bare response for a component with ``keep_trace: false``).
+Trace tokens are the tokens of that same tokenization that hold a character of the trace
+(``synth.checks.rendered_lengths``, as the ``over_budget`` flag counts them); a record without a trace has 0.
+Percentiles are exact (nearest rank: the smallest length that at least that share of the records does not
+exceed), from every length kept in a 4-byte array — 2.2 MB per column for a 550k-record component.
 PPL is corpus-level, ``exp(Σ NLL / Σ tokens)`` over those tokens, conditioned on the chat-formatted
 instruction, over a seeded random sample of ``ppl_samples`` records (all when null).
 """
@@ -13,19 +18,19 @@ import json
 import logging
 import math
 import random
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core import jsonl, think
+import numpy as np
+
+from core import jsonl
 from core.student import end_of_turn, messages, tokenize
+from synth.checks import rendered_lengths
 
 log = logging.getLogger(__name__)
-
-
-def assistant_text(rec: dict[str, Any], keep_trace: bool = True) -> str:
-    return think.format_assistant(rec.get("trace") if keep_trace else None, rec.get("response") or "")
 
 
 def perplexity(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], keep_trace: bool = True,
@@ -38,7 +43,7 @@ def perplexity(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], ke
     items = []
     eot = end_of_turn(tokenizer)
     for r in records:
-        # exactly the tokens the student trains on (train.mixture renders and tokenizes them)
+        # exactly the tokens the student trains on (core.student renders and tokenizes them)
         t = tokenize({"messages": messages(r, keep_trace, "response_only")}, tokenizer, eot)
         ids = t["input_ids"][:max_length]
         n_prompt = min(t["labels"].count(-100), len(ids))
@@ -110,23 +115,27 @@ def component_stats(component: str, out_dir: Path, work_dir: Path, *, keep_trace
                     batch_tokens: int = 16384, max_length: int = 32768, token_batch: int = 512) -> dict[str, Any]:
     """The stats.json dict of one component (contract in docs/contracts.md, extra keys allowed).
 
-    One streaming pass over the shards (first record of each id): counts, flags, token lengths in batches,
-    and a seeded reservoir sample of ``ppl_samples`` records for the PPL.
+    One streaming pass over the shards (first record of each id): counts, flags, token lengths in batches
+    (trace+response and the trace alone, one int each per record), and a seeded reservoir sample of
+    ``ppl_samples`` records for the PPL.
     """
     seen: set[str] = set()
     flag_counts: Counter = Counter()
     teachers: Counter = Counter()
     langs: Counter = Counter()
-    count = with_trace = tokens = 0
-    batch: list[str] = []
+    count = with_trace = 0
+    batch: list[tuple[str | None, str]] = []  # (trace, response)
+    lengths, trace_lengths = array("I"), array("I")  # tokens per record: 4 bytes each
     rng = random.Random(seed)
     sample: list[dict[str, Any]] = []
     k = int(ppl_samples) if ppl_samples else None
 
     def flush() -> None:
-        nonlocal tokens
         if batch and tokenizer is not None:
-            tokens += sum(len(x) for x in tokenizer(batch, add_special_tokens=False)["input_ids"])
+            for n, n_trace in rendered_lengths(tokenizer, batch, keep_trace):
+                lengths.append(n)
+                if keep_trace:
+                    trace_lengths.append(n_trace)
         batch.clear()
 
     for rec in jsonl.read_dir(out_dir) if Path(out_dir).exists() else ():
@@ -138,7 +147,7 @@ def component_stats(component: str, out_dir: Path, work_dir: Path, *, keep_trace
         teachers[rec.get("teacher")] += 1
         langs[rec.get("lang_input")] += 1
         with_trace += bool(rec.get("trace"))
-        batch.append(assistant_text(rec, keep_trace))
+        batch.append((rec.get("trace"), rec.get("response") or ""))
         if len(batch) >= token_batch:
             flush()
         slim = {"instruction": rec.get("instruction") or "", "trace": rec.get("trace"),
@@ -164,11 +173,23 @@ def component_stats(component: str, out_dir: Path, work_dir: Path, *, keep_trace
         "flag_counts": dict(flag_counts), "rejected": rejected, "keep_trace": keep_trace,
         "with_trace": with_trace, "teachers": dict(teachers), "lang_input": dict(langs),
     }
-    if tokenizer is not None and count:
-        out["mean_tokens"] = tokens / count
+    out.update(length_stats("tokens", lengths))
+    out.update(length_stats("trace_tokens", trace_lengths))
     if model is not None and keep_trace and sample:
         out.update(perplexity(model, tokenizer, sample, keep_trace, batch_tokens, max_length))
         out["ppl_samples"] = len(sample)
+    return out
+
+
+PERCENTILES = (50, 90, 99)
+
+
+def length_stats(name: str, lengths: array) -> dict[str, float | int | None]:
+    """``mean_<name>`` and ``<name>_p50/p90/p99`` of token lengths (all None when there are none).
+    Percentiles by nearest rank (``inverted_cdf``): a length some record has."""
+    out: dict[str, float | int | None] = {f"mean_{name}": sum(lengths) / len(lengths) if lengths else None}
+    values = np.percentile(np.asarray(lengths), PERCENTILES, method="inverted_cdf") if lengths else [None] * 3
+    out.update({f"{name}_p{q}": None if v is None else int(v) for q, v in zip(PERCENTILES, values)})
     return out
 
 

@@ -10,8 +10,10 @@ Faults come from two places, and the server counts every one it injects (``outco
   makes the first attempts at this prompt fail in this order (HTTP 429 / 500, a hang of ``hang`` seconds,
   a 200 with broken JSON, a connection closed without an answer, 401), later attempts succeed;
   ``[[out:truncated]]`` (finish_reason=length, unclosed trace), ``[[out:empty]]`` (empty response),
-  ``[[out:notrace]]`` (no reasoning), ``[[out:unclosed]]`` (inline ``<think>`` never closed), ``[[out:400]]``
-  (always HTTP 400).
+  ``[[out:notrace]]`` (no reasoning), ``[[out:unclosed]]`` (inline ``<think>`` never closed), ``[[out:loop]]``
+  (a trace that ends in a loop: one sentence repeated 40 times behind an incrementing step counter, in
+  Japanese when the prompt has Japanese characters, then closed and answered), ``[[out:400]]`` (always
+  HTTP 400).
 - **Rates**, for black-box runs: ``transient={"429": 0.05, "timeout": 0.02, ...}`` is the chance that each
   of the first ``transient_attempts`` attempts at a prompt fails that way; ``permanent={"truncated": 0.03,
   "unclosed": 0.03, "empty": 0.03}`` the chance that a prompt always gets that bad answer. Both are
@@ -39,7 +41,8 @@ _FAULT = re.compile(r"\[\[fault:([a-z0-9,]+)\]\]")
 _OUT = re.compile(r"\[\[out:([a-z0-9]+)\]\]")
 _PH = re.compile(r"\[\[P\d+\]\]")
 TRANSIENT = ("429", "500", "502", "503", "timeout", "garbled", "drop")
-PERMANENT = ("truncated", "unclosed", "empty", "notrace")
+PERMANENT = ("truncated", "unclosed", "empty", "notrace", "loop")
+LOOP_REPEATS = 40
 
 
 def _uniform(*parts: object) -> float:
@@ -180,6 +183,8 @@ class FaultServer:
                 response = ""
             if "notrace" in outs:
                 trace = ""
+            if "loop" in outs:
+                trace = f"{trace} {self.looping(prompt)}"
             reasoning = None
             if "unclosed" in outs or (finish == "length" and self.reasoning == "inline"):
                 content = f"<think>\n{trace} But maybe"
@@ -198,6 +203,15 @@ class FaultServer:
                 "model": req.get("model"),
                 "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                 "usage": {"prompt_tokens": words, "completion_tokens": comp, "total_tokens": words + comp}}
+
+    @staticmethod
+    def looping(prompt: str) -> str:
+        """A looping stretch of trace: a step counter and one sentence, LOOP_REPEATS times."""
+        if any("\u3040" <= ch <= "\u9fff" for ch in prompt):
+            unit = "ステップ{i}：もう一度足し算を確認します。2 + 2 = 4 なので、合計は変わりません。"
+        else:
+            unit = "Step {i}: let me check the sum again. 2 + 2 = 4, so the total stays the same. "
+        return "".join(unit.format(i=i) for i in range(1, LOOP_REPEATS + 1))
 
     @staticmethod
     def _translate(text: str, drop: bool = False) -> str:
