@@ -11,7 +11,7 @@
   whole pass, and its tokenization: trace+response only (Table 1's mean, before the percentiles), that
   plus the trace tokenized alone (the obvious way to count trace tokens), the same tokenization with
   character offset lists (``return_offsets_mapping``, counting the tokens that start in the trace), and
-  with ``char_to_token`` on the trace's first and last characters (synth.checks.rendered_lengths, what
+  with ``char_to_token`` on the trace's first and last characters (core.student.rendered_lengths, what
   synth does); rotated; and each one's peak Python memory per batch of 512 records (tracemalloc, a
   separate pass). And how often synth's count equals the trace tokenized alone.
 * Memory of keeping every length for exact percentiles at 550k records (the largest Table 1 component):
@@ -44,7 +44,8 @@ from bench_loops import corpora  # noqa: E402
 from core import think  # noqa: E402
 from core.assets import qwen3_tokenizer_dir  # noqa: E402
 from core.loops import find_loop  # noqa: E402
-from synth.checks import TraceChecks, rendered_lengths  # noqa: E402
+from core.student import rendered_lengths  # noqa: E402
+from synth.checks import TraceChecks  # noqa: E402
 from synth.reflag import reflag_component  # noqa: E402
 from synth.stats import component_stats, length_stats  # noqa: E402
 

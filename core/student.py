@@ -3,11 +3,13 @@
 - ``messages``: the conversation of one record (the instruction, then the trace verbatim and the response);
 - ``tokenize``: its token ids with labels -100 everywhere but the assistant turn;
 - ``end_of_turn``: what closes an assistant turn in the tokenizer's chat template;
+- ``rendered_lengths``: tokens of the assistant turn and of its trace (Table 1's count, trace budgets);
 - ``component_counts``: Table 1's count rule (a domain's count split equally among its components).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import DictConfig
@@ -80,3 +82,33 @@ def end_of_turn(tokenizer) -> str:
     text = tokenizer.apply_chat_template(probe, tokenize=False)
     tail = text.split("SENTINEL", 1)[1]
     return tail or (tokenizer.eos_token or "")
+
+
+def rendered_lengths(tokenizer: Any, pairs: Sequence[tuple[str | None, str]],
+                     keep_trace: bool = True) -> list[tuple[int, int]]:
+    """For each (trace, response): (tokens of the assistant turn the student learns, of them the tokens that
+    hold a character of the trace).
+
+    The turn is ``core.think.format_assistant(trace, response)`` (the bare response without ``keep_trace``),
+    tokenized without special tokens: Table 1's count. The trace's tokens come from the same tokenization
+    (``BatchEncoding.char_to_token``: the tokens holding its first and last characters), so the second count
+    costs no second tokenization and no offset lists (bench/results/synth_checks.md). It equals tokenizing
+    the trace alone but where a token spans one of the trace's edges (Qwen3 makes the trace's last ``.`` and
+    the newline after it one token, counted as the trace's): 1 or 2 tokens more or fewer on a few % of
+    records."""
+    if not pairs:
+        return []
+    texts = [think.format_assistant(t if keep_trace else None, r) for t, r in pairs]
+    enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
+    out = []
+    for i, (text, (trace, _)) in enumerate(zip(texts, pairs)):
+        n_trace = 0
+        if keep_trace and trace:
+            a = text.index(trace, len(think.OPEN))  # format_assistant keeps the trace verbatim after the tag
+            first, last = enc.char_to_token(i, a), enc.char_to_token(i, a + len(trace) - 1)
+            if first is None or last is None:  # a character no token holds (a normalizer dropped it)
+                n_trace = len(tokenizer(trace, add_special_tokens=False)["input_ids"])
+            else:
+                n_trace = last - first + 1
+        out.append((len(enc["input_ids"][i]), n_trace))
+    return out

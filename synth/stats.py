@@ -5,7 +5,7 @@ and PPL of trace+response under the base (pre-SFT) model, batched on CPU or GPU;
 The text measured is what the student learns: ``core.think.format_assistant(trace, response)`` (the
 think-tagged trace, then the response; the bare response for a component with ``keep_trace: false``).
 Trace tokens are the tokens of that same tokenization that hold a character of the trace
-(``synth.checks.rendered_lengths``, as the ``over_budget`` flag counts them); a record without a trace has 0.
+(``core.student.rendered_lengths``, as the ``over_budget`` flag counts them); a record without a trace has 0.
 Percentiles are exact (nearest rank: the smallest length that at least that share of the records does not
 exceed), from every length kept in a 4-byte array — 2.2 MB per column for a 550k-record component.
 PPL is corpus-level, ``exp(Σ NLL / Σ tokens)`` over those tokens, conditioned on the chat-formatted
@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 
 from core import jsonl
-from core.student import end_of_turn, messages, tokenize
-from synth.checks import rendered_lengths
+from core.student import end_of_turn, messages, rendered_lengths, tokenize
 
 log = logging.getLogger(__name__)
 

@@ -62,8 +62,11 @@ def test_every_experiment_composes_and_equals_table1():
             (c.domain, teacher_label(c), c.lang_input, c.lang_trace if c.keep_trace else None, counts[n])
             for n, c in cfg.data.items()
         ]
-        seen[cfg.experiment.paper_id] = rows
         assert cfg.experiment.name == name
+        if cfg.experiment.get("derived_from"):  # not in the paper: same data as its Table 1 row, filtered
+            assert cfg.experiment.paper_id is None and rows == TABLE1[cfg.experiment.derived_from], name
+            continue
+        seen[cfg.experiment.paper_id] = rows
     assert seen == TABLE1
     assert compose_train("experiment=stem_oss_en").experiment.paper_id == 1
 
@@ -147,6 +150,40 @@ def test_mixture_is_seeded_split_equally_and_manifested(tmp_path, demo_triples):
     _, man = mixture.build(cfg)
     assert man.components["stem_demo_en"]["used"] == 5
     assert man.components["stem_demo_en"]["excluded_flags"] == {"truncated": 1}
+
+
+def test_trace_budget_and_loop_flag_filter_per_experiment_and_are_manifested(tmp_path, demo_triples, qwen3_tokenizer):
+    # exp 3 without looping or over-long traces: the derived experiment lists the flags and a budget.
+    clean = compose_train("experiment=stem_r1_en_1500k__clean")
+    assert {"looping_trace", "over_budget"} <= set(clean.mixture.exclude_flags)
+    assert clean.mixture.max_trace_tokens == 16384 and clean.experiment.derived_from == 3
+    assert compose_train("experiment=stem_r1_en_1500k").mixture.max_trace_tokens is None  # the paper's: no budget
+
+    cfg = compose_train("experiment=demo", "mixture.shortfall=use_all", root=tmp_path)
+    rows = [r for r in demo_triples if r["component"] == "stem_demo_en"][:6]
+    lengths = [n for _, n in student.rendered_lengths(qwen3_tokenizer, [(r["trace"], r["response"]) for r in rows])]
+    budget = sorted(lengths)[2]  # the three shortest traces fit
+    rows[0] = dict(rows[0], flags=["looping_trace"])
+    d = tmp_path / "flagged"
+    d.mkdir()
+    (d / "part-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg.data.stem_demo_en.path = str(d)
+    _, kept = mixture.build(cfg)  # the default keeps looping traces and has no budget
+    assert kept.components["stem_demo_en"]["used"] == 6
+    assert kept.components["stem_demo_en"]["flag_counts"] == {"looping_trace": 1}
+    assert kept.components["stem_demo_en"]["excluded_flags"] == {}
+
+    cfg.mixture.exclude_flags = [*cfg.mixture.exclude_flags, "looping_trace"]
+    cfg.mixture.max_trace_tokens = budget
+    with pytest.raises(mixture.MixtureError, match="with its tokenizer"):
+        mixture.build(cfg)
+    examples, man = mixture.build(cfg, qwen3_tokenizer)
+    within = {r["id"] for r, n in zip(rows, lengths) if n <= budget} - {rows[0]["id"]}
+    comp = man.components["stem_demo_en"]
+    assert {e["id"] for e in examples if e["component"] == "stem_demo_en"} == within
+    assert comp["used"] == len(within) and comp["excluded_flags"] == {"looping_trace": 1}
+    assert comp["over_trace_budget"] == sum(n > budget for r, n in zip(rows[1:], lengths[1:]))
+    assert man.summary()["filters"] == {"exclude_flags": sorted(cfg.mixture.exclude_flags), "max_trace_tokens": budget}
 
 
 def _trainer(cfg, tokenizer, dataset, model):

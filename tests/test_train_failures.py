@@ -75,6 +75,8 @@ def test_failed_reruns_leave_a_finished_run_untouched(tmp_path, demo_triples):
         "trainer.max_length=8": (sft.TrainError, ["all 16 records are longer than trainer.max_length=8",
                                                   "shortest", "Raise trainer.max_length"]),
         "mixture.overlength=cut": (sft.TrainError, ["mixture.overlength='cut'", "drop, truncate"]),
+        "mixture.exclude_flags=[looping]": (sft.TrainError, ["unknown flag(s) looping", "looping_trace"]),
+        "mixture.max_trace_tokens=0": (sft.TrainError, ["mixture.max_trace_tokens=0", "positive"]),
     }
     for override, (error, words) in cases.items():
         with pytest.raises(error) as e:

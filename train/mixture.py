@@ -2,8 +2,11 @@
 
 An experiment names its components (``data.<name>`` from ``conf/data/``) and a count per domain; the
 components of one domain share that count equally (``core.student.component_counts``). Each component's
-records are checked against the triple schema, sampled with a fixed seed, rendered as chat messages
-(``core.student.messages``) and shuffled.
+records are checked against the triple schema, filtered (quality flags ``mixture.exclude_flags``; traces
+longer than ``mixture.max_trace_tokens`` student tokens), sampled with a fixed seed, rendered as chat
+messages (``core.student.messages``) and shuffled. The filters are per experiment and recorded in the
+manifest, so "experiment 3 without looping or over-long traces" is an experiment of its own
+(conf/experiment/stem_r1_en_1500k__clean.yaml).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from core import jsonl
-from core.student import MixtureError, component_counts, messages
+from core.student import MixtureError, component_counts, messages, rendered_lengths
 from core.triple import Triple
 
 
@@ -73,28 +76,54 @@ class Manifest:
     components: dict[str, dict[str, Any]] = field(default_factory=dict)
     record_ids: list[str] = field(default_factory=list)
 
+    filters: dict[str, Any] = field(default_factory=dict)
+
     def summary(self) -> dict[str, Any]:
-        return {"experiment": self.experiment, "n_records": len(self.record_ids), "components": self.components}
+        return {"experiment": self.experiment, "n_records": len(self.record_ids), "filters": self.filters,
+                "components": self.components}
 
 
-def build(cfg: DictConfig) -> tuple[list[dict[str, Any]], Manifest]:
-    """Sample every component of the experiment and return shuffled chat examples + the manifest."""
+def over_budget(records: list[dict[str, Any]], tokenizer, budget: int, batch: int = 256) -> set[str]:
+    """Ids of the records whose trace is longer than ``budget`` student tokens (counted as synth's
+    ``over_budget`` flag and Table 1 count them: ``core.student.rendered_lengths``)."""
+    over = set()
+    with_trace = [r for r in records if r.get("trace")]
+    for i in range(0, len(with_trace), batch):
+        chunk = with_trace[i:i + batch]
+        lengths = rendered_lengths(tokenizer, [(r["trace"], r["response"]) for r in chunk])
+        over.update(r["id"] for r, (_, n_trace) in zip(chunk, lengths) if n_trace > budget)
+    return over
+
+
+def build(cfg: DictConfig, tokenizer=None) -> tuple[list[dict[str, Any]], Manifest]:
+    """Sample every component of the experiment and return shuffled chat examples + the manifest.
+    ``tokenizer`` (the student's) is needed only for a trace budget (``mixture.max_trace_tokens``)."""
     counts = component_counts(cfg)
     mix = cfg.mixture
     excluded_flags = set(mix.exclude_flags)
-    manifest = Manifest(experiment=cfg.experiment.name)
+    budget = mix.get("max_trace_tokens")
+    if budget is not None and tokenizer is None:
+        raise MixtureError("mixture.max_trace_tokens counts student tokens: build the mixture with its tokenizer")
+    manifest = Manifest(experiment=cfg.experiment.name,
+                        filters={"exclude_flags": sorted(excluded_flags), "max_trace_tokens": budget})
     examples: list[dict[str, Any]] = []
     for name, comp in cfg.data.items():
         records = load_component(name, comp, cfg.experiment.name)
         usable = [r for r in records if not excluded_flags.intersection(r.get("flags") or [])]
         if comp.keep_trace:
             usable = [r for r in usable if r.get("trace")]
+        n_over = 0
+        if budget is not None and comp.keep_trace:
+            over = over_budget(usable, tokenizer, budget)
+            usable = [r for r in usable if r["id"] not in over]
+            n_over = len(over)
         want = counts[name]
         if len(usable) < want and mix.shortfall == "error":
+            budget_note = f", {n_over} of them over mixture.max_trace_tokens={budget}" if budget is not None else ""
             raise MixtureError(
                 f"component {name!r} has {len(usable)} usable records in {comp.path} "
-                f"({len(records) - len(usable)} excluded by flags/missing trace) but the experiment needs "
-                f"{want}. Synthesize more (`python -m synth experiment={cfg.experiment.name}`) or set "
+                f"({len(records) - len(usable)} excluded by flags/missing trace{budget_note}) but the experiment "
+                f"needs {want}. Synthesize more (`python -m synth experiment={cfg.experiment.name}`) or set "
                 f"mixture.shortfall=use_all."
             )
         if len(usable) < want:
@@ -107,7 +136,9 @@ def build(cfg: DictConfig) -> tuple[list[dict[str, Any]], Manifest]:
             "requested": want,
             "available": len(records),
             "excluded": len(records) - len(usable),
-            "excluded_flags": dict(Counter(f for r in records for f in (r.get("flags") or []))),
+            "flag_counts": dict(Counter(f for r in records for f in (r.get("flags") or []))),
+            "excluded_flags": dict(Counter(f for r in records for f in (r.get("flags") or []) if f in excluded_flags)),
+            "over_trace_budget": n_over,
             "used": len(chosen),
             "keep_trace": bool(comp.keep_trace),
             "source": comp.get("hub_id") or str(comp.path),

@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from core import student, think, wandb_mode
 from core.assets import resolve_model
+from core.triple import FLAGS
 from train import mixture
 
 log = logging.getLogger(__name__)
@@ -326,6 +327,11 @@ def preflight(cfg: DictConfig) -> dict[str, Any]:
                          "mixture.shortfall": ("error", "use_all"), "trainer.batching": BATCHING}.items():
         if OmegaConf.select(cfg, key) not in allowed:
             raise TrainError(f"{key}={OmegaConf.select(cfg, key)!r}: use one of {', '.join(allowed)}")
+    if unknown := sorted(set(cfg.mixture.exclude_flags) - set(FLAGS)):
+        raise TrainError(f"mixture.exclude_flags: unknown flag(s) {', '.join(unknown)}; known: {', '.join(FLAGS)}")
+    budget = cfg.mixture.get("max_trace_tokens")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise TrainError(f"mixture.max_trace_tokens={budget!r}: a positive number of student tokens, or null for none")
     t = cfg.trainer
     gradient_accumulation(t.global_batch_size, t.per_device_batch_size, world_size())  # raises unless it divides
     deepspeed_config(t.deepspeed)
@@ -537,7 +543,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from trl import SFTTrainer
 
     tokenizer = checked["tokenizer"]
-    examples, manifest = mixture.build(cfg)
+    examples, manifest = mixture.build(cfg, tokenizer)
     dataset, overlength, _ = tokenize_mixture(examples, tokenizer, cfg)
     manifest.record_ids = list(dataset["id"])  # after the over-length policy: exactly what is trained on
     summary = {**manifest.summary(), "overlength": overlength, "max_length": cfg.trainer.max_length}
