@@ -105,7 +105,7 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 @contextmanager
-def _exit_on_sigterm() -> Iterator[None]:
+def exit_on_sigterm() -> Iterator[None]:
     """Turn SIGTERM into ``SystemExit(143)`` for the block, so ``finally`` clauses (stopping the server,
     which runs in its own session and would otherwise be orphaned) still run. Only from the main thread
     and only where SIGTERM still has its default action: a handler someone installed is left alone."""
@@ -167,7 +167,7 @@ def local_server(
         "--log-level", "warning", *extra_args,
     ]
     base = f"http://{host}:{port}"
-    with _exit_on_sigterm():
+    with exit_on_sigterm():
         with open(log_path, "ab") as log:
             log.write(f"$ transformers serve {model} --host {host} --port {port} --device {device}\n".encode())
             log.flush()
