@@ -21,7 +21,7 @@ a stage that failed or produced too little (synth kept under half its target, tr
 evaluate wrote fewer samples than asked, ...) stops the demo with a non-zero exit status and a message
 that names the stage and why. A second run reuses what the first finished (synth and evaluate
 resume; a finished training is kept).
-Options: `python -m demo --root DIR --n-prompts 6 --eval-limit 8`.
+Options: `python -m demo --root DIR --n-prompts 6 --eval-limit 6 --eval-tokens 128` (`--help`).
 """
 
 from __future__ import annotations
@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--root", default=os.environ.get("JAEN_DISTILL_ROOT", "demo_run"), help="where everything goes")
     ap.add_argument("--n-prompts", type=int, default=6, help="synthesis prompts per component (4 components)")
     ap.add_argument("--teacher-tokens", type=int, default=48, help="max tokens of each teacher answer")
-    ap.add_argument("--eval-limit", type=int, default=8, help="held-out examples per benchmark")
-    ap.add_argument("--eval-tokens", type=int, default=160, help="max new tokens of each evaluated answer")
+    ap.add_argument("--eval-limit", type=int, default=6, help="held-out examples per benchmark")
+    ap.add_argument("--eval-tokens", type=int, default=128, help="max new tokens of each evaluated answer")
     ap.add_argument("--teacher-url", default=None,
                     help="an OpenAI-compatible server already serving the teacher (default: start SmolLM2 locally)")
     args = ap.parse_args(argv)
