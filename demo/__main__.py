@@ -227,7 +227,9 @@ def story(rows: dict[str, tuple[dict, dict]], benchmarks: list[str], facts: dict
         f"in {t_open} of {t['n']} (Fisher's exact test p = {p:.2g}: {verdict}). Of the trained student's answers, "
         f"{t['unclosed']} opened a think block and never closed it within {facts['max_tokens']} tokens: the "
         "failure mode whose rate the paper tracks in Table 3, which appears only once a model has been taught "
-        "to think. The absolute scores are low for both rows, and that is expected: a 135M-parameter model "
+        f"to think. Mean score over the benchmarks: B {facts['mean_score']['B']:.2f}, after SFT "
+        f"{facts['mean_score']['demo']:.2f}. "
+        "The absolute scores are low for both rows, and that is expected: a 135M-parameter model "
         "solves almost none of these competition-math and coding problems (the paper's students have 8B "
         "parameters), the teacher here is the same 135M model, whose reasoning traces are cut off after "
         f"{facts['teacher_tokens']} tokens rather than worked solutions, and {facts['n_train']} examples can "
@@ -283,12 +285,11 @@ def main(argv: list[str] | None = None) -> Path:
 
         with stage("train"):
             metrics_file = root / "runs" / "train" / "demo" / "train_metrics.json"
-            if metrics_file.exists():
-                say("train", f"kept the finished model in {metrics_file.parent} (delete it to retrain)", t0)
-            else:
+            done = "kept the finished model (delete it to retrain)" if metrics_file.exists() else "trained"
+            if not metrics_file.exists():
                 run_stage("train", "experiment=demo", *where, env=env)
             metrics = check_train(metrics_file, sum(kept.values()))
-            say("train", f"{metrics['global_step']} steps on {metrics['n_examples']} examples, "
+            say("train", f"{done}: {metrics['global_step']} steps on {metrics['n_examples']} examples, "
                          f"loss {metrics['train_loss']:.3f} → {metrics['output_dir']}", t0)
 
         with stage("evaluate"):
@@ -313,7 +314,9 @@ def main(argv: list[str] | None = None) -> Path:
             eval_dir = root / "runs" / "eval"
             rows = {row: (turn_counts(eval_dir / run, EVAL_BENCHMARKS), summaries[row])
                     for row, run in (("B", BASE_RUN), ("demo", "demo"))}
-            text = story(rows, EVAL_BENCHMARKS, {
+            mean_score = {row: sum(s["score"] or 0.0 for s in summaries[row].values()) / len(EVAL_BENCHMARKS)
+                          for row in rows}
+            text = story(rows, EVAL_BENCHMARKS, {"mean_score": mean_score,
                 "models": {"B": "SmolLM2-135M-Instruct, before SFT", "demo": "the same after SFT"},
                 "n_train": metrics["n_examples"], "steps": metrics["global_step"], "max_tokens": args.eval_tokens,
                 "teacher_tokens": args.teacher_tokens})

@@ -16,6 +16,7 @@ from conftest import REPO
 SMALL = ["--n-prompts", "1", "--teacher-tokens", "16", "--eval-limit", "2", "--eval-tokens", "48"]
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_shows_sft_teaching_the_think_format(tmp_path, capsys):
     from demo.__main__ import EVAL_BENCHMARKS, PROMPTS, main
 
@@ -56,6 +57,7 @@ def test_demo_end_to_end_shows_sft_teaching_the_think_format(tmp_path, capsys):
     assert "kept the finished model" in again and "$ python -m train" not in again
 
 
+@pytest.mark.slow
 def test_demo_stops_non_zero_naming_synth_when_the_teacher_is_dead(tmp_path):
     from core.serve import free_port
 
