@@ -3,12 +3,15 @@
 import hydra
 from omegaconf import DictConfig
 
+from core.cli import one_line_errors
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="analysis")
 def main(cfg: DictConfig) -> dict:
     from analysis.run import run
 
-    return run(cfg)
+    with one_line_errors("analysis", ValueError, FileNotFoundError):
+        return run(cfg)
 
 
 if __name__ == "__main__":

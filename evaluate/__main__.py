@@ -9,6 +9,7 @@ from hydra.core.override_parser.types import ValueType
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
+from core.cli import one_line_errors
 from evaluate.run import run
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "conf" / "benchmark"
@@ -35,7 +36,8 @@ def unknown_benchmarks(args: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
-    return run(cfg)
+    with one_line_errors("evaluate", ValueError, FileNotFoundError, LookupError, ConnectionError, PermissionError):
+        return run(cfg)
 
 
 if __name__ == "__main__":

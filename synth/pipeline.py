@@ -444,6 +444,7 @@ def validate(cfg: DictConfig) -> None:
         schema.check_component(key, node)
     schema.check_teacher(plain(cfg.teacher), teacher_file())
     s = cfg.synth
+    schema.check_stage(plain(s))
     schema.check_trace_checks(plain(s.get("loops")), s.get("max_trace_tokens"), plain(s.get("flag_policy")))
 
 

@@ -10,7 +10,6 @@ then checks the types.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from core.config import check_known, declared
 from core.loops import find_loop
 from core.triple import FLAGS
 
@@ -97,18 +97,10 @@ SAMPLING = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "max_complet
             "stop_token_ids", "n", "logit_bias", "logprobs", "top_logprobs", "ignore_eos", "skip_special_tokens")
 
 
-def _unknown(node: dict[str, Any], valid: list[str] | tuple[str, ...], where: str, hint: str = "") -> None:
-    for key in node:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            guess = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"{where}: unknown key '{key}'{guess}. Valid keys: {', '.join(valid)}.{hint}")
-
-
 def _check(node: Any, cls: type, where: str) -> None:
     if not isinstance(node, dict):
         raise ValueError(f"{where}: expected a mapping of {', '.join(f.name for f in fields(cls))}, got {node!r}")
-    _unknown(node, [f.name for f in fields(cls)], where)
+    check_known(node, [f.name for f in fields(cls)], where)
     try:
         OmegaConf.merge(OmegaConf.structured(cls), node)
     except OmegaConfBaseException as e:
@@ -127,8 +119,8 @@ def check_component(key: str, node: dict[str, Any]) -> None:
 def check_teacher(node: dict[str, Any], file: str | None = None) -> None:
     """``node`` (resolved) is the selected teacher config; ``file`` its name under conf/teacher/."""
     at = f" (conf/teacher/{file}.yaml)" if file else ""
-    _unknown(node, [f.name for f in fields(Teacher)], "teacher" + at)
-    _unknown(node.get("sampling") or {}, SAMPLING, "teacher.sampling" + at,
+    check_known(node, [f.name for f in fields(Teacher)], "teacher" + at)
+    check_known(node.get("sampling") or {}, SAMPLING, "teacher.sampling" + at,
              " Other request fields go in teacher.extra_body.")
     if isinstance(node.get("serve"), dict):
         _check(node["serve"], Serve, "teacher.serve" + at)
@@ -136,6 +128,13 @@ def check_teacher(node: dict[str, Any], file: str | None = None) -> None:
         if not isinstance(e, str):
             _check(e, Endpoint, f"teacher.endpoints[{i}]{at}")
     _check(node, Teacher, "teacher" + at)
+
+
+def check_stage(synth: dict[str, Any]) -> None:
+    """``synth`` (the node, as composed with the experiment) holds only keys conf/synth.yaml declares."""
+    hint = " (fix the experiment file or the override that sets it)"
+    check_known(synth, declared("synth.yaml", node="synth"), "synth", hint)
+    check_known(synth.get("retries"), declared("synth.yaml", node="synth.retries"), "synth.retries", hint)
 
 
 def check_trace_checks(loops: Any, budget: Any, policy: dict[str, Any] | None) -> None:
@@ -150,7 +149,7 @@ def check_trace_checks(loops: Any, budget: Any, policy: dict[str, Any] | None) -
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
         raise ValueError(f"synth.max_trace_tokens={budget!r}: a number of student tokens ≥ 1, or null for no budget")
     policy = policy or {}
-    _unknown(policy, FLAGS, "synth.flag_policy", " (the quality flags of core.triple.FLAGS)")
+    check_known(policy, FLAGS, "synth.flag_policy", " (the quality flags of core.triple.FLAGS)")
     bad = {k: v for k, v in policy.items() if v not in POLICIES}
     if bad:
         raise ValueError(f"synth.flag_policy: {bad}: each flag's policy is one of {POLICIES}")

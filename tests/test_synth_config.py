@@ -36,6 +36,9 @@ def local_chat(prompts: Path, url: str = "http://127.0.0.1:9/v1") -> list[str]:
     ("+teacher.timout=5", "teacher", "timout", "timeout"),
     ("+teacher.sampling.temprature=0.5", "teacher.sampling", "temprature", "temperature"),
     ("+teacher.serve.devise=cpu", "teacher.serve", "devise", "device"),
+    # what an experiment file sets under synth: (the demo's once set the removed synth.timeout, ignored)
+    ("+synth.timeout=300", "synth", "timeout", "concurrency"),
+    ("+synth.retries.max_atempts=3", "synth.retries", "max_atempts", "max_attempts"),
 ])
 def test_unknown_component_or_teacher_key_is_an_error_naming_it_before_anything_runs(tmp_path, override, where, key,
                                                                                      valid):

@@ -77,6 +77,9 @@ def test_failed_reruns_leave_a_finished_run_untouched(tmp_path, demo_triples):
         "mixture.overlength=cut": (sft.TrainError, ["mixture.overlength='cut'", "drop, truncate"]),
         "mixture.exclude_flags=[looping]": (sft.TrainError, ["unknown flag(s) looping", "looping_trace"]),
         "mixture.max_trace_tokens=0": (sft.TrainError, ["mixture.max_trace_tokens=0", "positive"]),
+        # keys an experiment file may set, misspelt: an error, not the default in silence
+        "+trainer.learning_rat=1": (sft.TrainError, ["trainer: unknown key 'learning_rat'", "learning_rate"]),
+        "+mixture.exclude=[looping_trace]": (sft.TrainError, ["mixture: unknown key 'exclude'", "exclude_flags"]),
     }
     for override, (error, words) in cases.items():
         with pytest.raises(error) as e:

@@ -3,6 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
+from core.cli import one_line_errors
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> dict:
@@ -15,10 +17,8 @@ def main(cfg: DictConfig) -> dict:
     from train.mixture import MixtureError
     from train.sft import TrainError, run
 
-    try:
+    with one_line_errors("train", TrainError, MixtureError):  # bad input, found before anything was written
         return run(cfg)
-    except (TrainError, MixtureError) as e:  # bad input, found before anything was written: no traceback
-        raise SystemExit(f"train: {e}") from None
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from core import student, think, wandb_mode
 from core.assets import resolve_model
+from core.config import CONF, check_known, declared
 from core.triple import FLAGS
 from train import mixture
 
@@ -327,6 +328,12 @@ def preflight(cfg: DictConfig) -> dict[str, Any]:
                          "mixture.shortfall": ("error", "use_all"), "trainer.batching": BATCHING}.items():
         if OmegaConf.select(cfg, key) not in allowed:
             raise TrainError(f"{key}={OmegaConf.select(cfg, key)!r}: use one of {', '.join(allowed)}")
+    trainer_files = [f"trainer/{p.name}" for p in (CONF / "trainer").glob("*.yaml")]
+    try:  # an experiment file may set any of these: a misspelt key would be ignored without a word
+        check_known(cfg.mixture, declared("train.yaml", node="mixture"), "mixture")
+        check_known(cfg.trainer, declared(*trainer_files) | {"peft"}, "trainer")
+    except ValueError as e:
+        raise TrainError(f"{e} (fix the experiment file or the override that sets it)") from None
     if unknown := sorted(set(cfg.mixture.exclude_flags) - set(FLAGS)):
         raise TrainError(f"mixture.exclude_flags: unknown flag(s) {', '.join(unknown)}; known: {', '.join(FLAGS)}")
     budget = cfg.mixture.get("max_trace_tokens")
