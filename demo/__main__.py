@@ -43,6 +43,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from core import REPO, jsonl
+from core.loops import FAILURE_KINDS
 from core.serve import exit_on_sigterm
 
 # Benchmarks whose held-out halves feed the demo: component -> benchmark configs sharing its prompts.
@@ -183,6 +184,15 @@ def _rate(k: int, n: int) -> str:
     return f"{k}/{n} ({k / n:.0%})" if n else "—"
 
 
+def _mean(values: list) -> float | None:
+    """Mean over the benchmarks, or None when one of them has no value (e.g. forcing did not run)."""
+    return None if not values or None in values else sum(values) / len(values)
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 def _score(s: dict) -> str:
     if s.get("score") is None:
         return "—"
@@ -214,6 +224,20 @@ def story(rows: dict[str, tuple[dict, dict]], benchmarks: list[str], facts: dict
             c = counts[b]
             cells.append(f"{c['closed'] + c['unclosed']}/{c['n']} / {c['unclosed']}/{c['n']} / {c['absent']}/{c['n']}")
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
+
+    lines += ["", "Why unclosed answers failed (core/loops.py: *loop* = the trace's tail repeats; *runaway* = it "
+              "still progressed when the budget ran out), and the three answer policies: *paper* grades an unclosed "
+              "trace as the answer (the headline score), *strict* counts it wrong, *forced* closes the think block, "
+              "adds an answer cue and lets the model answer in 64 more tokens:", "",
+              "| row | loop | runaway | truncated answer | other | paper | strict | forced | forced − strict |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row, (_, summaries) in rows.items():
+        kinds = {k: sum((s.get("failure_kinds") or {}).get(k, 0) for s in summaries.values()) for k in FAILURE_KINDS}
+        policy = {k: _mean([s.get(k) for s in summaries.values()]) for k in ("score", "strict_score", "forced_score")}
+        lost = (policy["forced_score"] - policy["strict_score"]
+                if None not in (policy["forced_score"], policy["strict_score"]) else None)
+        lines.append(f"| {row} | " + " | ".join(str(kinds[k]) for k in FAILURE_KINDS) + " | "
+                     + " | ".join(_num(policy[k]) for k in ("score", "strict_score", "forced_score")) + f" | {_num(lost)} |")
 
     (base, _), (trained, _) = rows.values()
     b, t = base["all"], trained["all"]
@@ -295,7 +319,9 @@ def main(argv: list[str] | None = None) -> Path:
         with stage("evaluate"):
             common = ["backend.name=transformers", f"benchmark=[{','.join(EVAL_BENCHMARKS)}]", "all.source=local",
                       f"all.limit={args.eval_limit}", "all.n=1", f"all.max_tokens={args.eval_tokens}",
-                      "decoding=base", "logger=none", *where]
+                      "decoding=base", "logger=none", *where,
+                      # the demo's answers are short: force within 64 tokens, and look for loops of 32+ tokens
+                      "policy.forced.max_tokens=64", "anatomy.min_tokens=32"]
             summaries = {}
             for row, run_name, target in (("B", BASE_RUN, ["model=smollm2_135m", f"run_name={BASE_RUN}"]),
                                           ("demo", "demo", ["experiment=demo"])):

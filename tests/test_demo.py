@@ -47,6 +47,19 @@ def test_demo_end_to_end_shows_sft_teaching_the_think_format(tmp_path, capsys):
     assert int(rows["B"]["open"]) == 0 and int(rows["B"]["absent"]) == n
     assert int(rows["demo"]["open"]) >= n // 2, report[:2000]
     assert "What the numbers show" in report and "absolute scores are low" in report
+    # Why unclosed answers failed, and the three answer policies, per row (issue 14): the kinds add up to
+    # the unclosed answers of the row, and forcing ran where some answer stayed unclosed.
+    policies = {m["row"]: m for m in re.finditer(
+        r"^\| (?P<row>B|demo) \| (?P<loop>\d+) \| (?P<runaway>\d+) \| (?P<trunc>\d+) \| (?P<other>\d+) \| "
+        r"(?P<paper>[\d.]+) \| (?P<strict>[\d.]+) \| (?P<forced>[\d.—]+) \| (?P<lost>[-\d.—]+) \|$", report, re.M)}
+    assert set(policies) == {"B", "demo"}, report[:3000]
+    for row in ("B", "demo"):
+        m = policies[row]
+        assert int(m["loop"]) + int(m["runaway"]) + int(m["other"]) == int(rows[row]["unclosed"])
+        assert float(m["strict"]) <= float(m["paper"])
+    if int(rows["demo"]["unclosed"]):
+        assert policies["demo"]["forced"] != "—"
+    assert "**Why samples failed**" in report and "**Answer policies**" in report  # analysis' tables, below
     # Table 2 carries the B row beside the trained one, from evaluate's summaries
     table2 = (report_dir / "table2.md").read_text()
     assert re.search(r"^\| B ", table2, re.M) and re.search(r"^\| demo ", table2, re.M)
