@@ -219,8 +219,8 @@ async def check_endpoints(cfg: DictConfig, plans: list[Plan]) -> None:
             await client.aclose()
 
 
-async def _translate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[str, Any]:
-    todo = [p for p in plans if p.translate and p.mode == "api"]
+async def _translate_step(cfg: DictConfig, plans: list[Plan], pool_map, progress: dict[str, tuple]) -> dict[str, Any]:
+    todo = [p for p in plans if p.translate and p.mode == "api" and progress[p.name][1]]
     if not todo:
         return {}
     texts = (q.instruction for p in todo for q in shard_slice(pool_map[(p.source, False)], p, cfg.synth))
@@ -234,7 +234,8 @@ async def _translate_step(cfg: DictConfig, plans: list[Plan], pool_map) -> dict[
     return {"translator": key, **counts}
 
 
-async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map, checks: TraceChecks) -> dict[str, Any]:
+async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map, checks: TraceChecks,
+                         progress: dict[str, tuple]) -> dict[str, Any]:
     from synth.client import ChatClient
 
     s = cfg.synth
@@ -243,6 +244,9 @@ async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map, checks: T
     short: list[str] = []
     for p in plans:
         if p.mode not in ("api", "source"):
+            continue
+        if p.mode == "api" and not progress[p.name][1]:  # finished: no teacher call (a served one was not started)
+            results[p.name] = gen.Counters(target=p.target, already=progress[p.name][0]).to_dict()
             continue
         if p.mode == "source":
             job = make_job(cfg, p, p.teacher, None, checks)
@@ -371,6 +375,23 @@ def reflag_step(cfg: DictConfig, plans: list[Plan], checks: TraceChecks) -> dict
     return out
 
 
+def shard_progress(cfg: DictConfig, p: Plan, kept: set[str] | None = None) -> tuple[int | None, int]:
+    """(records of this shard already kept, at most how many are left to make) from the cached prompt pool,
+    without loading any source; (None, target) while the pool is not built yet."""
+    s = cfg.synth
+    pool_file = src.pool_path(Path(s.work_dir), p.source, source_cfg(cfg, p.source), p.mode == "source")
+    info = src.pool_info(pool_file)
+    if info is None:
+        return None, p.target
+    from synth.translate import translator_key
+
+    kept = jsonl.ids_in(p.out_dir) if kept is None else kept
+    tkey = translator_key(cfg.synth.translator) if p.translate else None
+    job = make_job(cfg, p, p.teacher if p.mode == "source" else str(cfg.teacher.name), tkey)
+    done = len({job.rid(q) for q in shard_slice(src.PoolView(pool_file, info["n"]), p, s)} & kept)
+    return done, max(0, p.target - done)
+
+
 def dry_run(cfg: DictConfig, plans: list[Plan]) -> dict[str, Any]:
     """What would be generated, without loading any source or calling any endpoint."""
     s = cfg.synth
@@ -392,16 +413,7 @@ def dry_run(cfg: DictConfig, plans: list[Plan]) -> dict[str, Any]:
                 row["translate"] = p.translate
                 if cfg.teacher.name != p.teacher:
                     row["notes"] = p.notes + [f"teacher mismatch: selected {cfg.teacher.name!r}"]
-            if info is None:
-                row["remaining_max"] = p.target
-            else:
-                from synth.translate import translator_key
-
-                tkey = translator_key(cfg.synth.translator) if p.translate else None
-                job = make_job(cfg, p, p.teacher if p.mode == "source" else str(cfg.teacher.name), tkey)
-                ids = {job.rid(q) for q in shard_slice(src.PoolView(pool_file, info["n"]), p, s)}
-                row["already_kept_shard"] = len(ids & kept)
-                row["remaining_max"] = max(0, p.target - len(ids & kept))
+            row["already_kept_shard"], row["remaining_max"] = shard_progress(cfg, p, kept)
         rows[p.name] = row
     summary = {"experiment": cfg.experiment.get("name") if cfg.get("experiment") else None,
                "shard": f"{s.shard_index}/{s.num_shards}", "steps": list(s.steps), "components": rows}
@@ -516,19 +528,23 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if p.notes:
             log.info("%s: %s", p.name, "; ".join(p.notes))
     calls = [x for x in ("translate", "generate") if x in steps]
-    needs_server = any(p.mode == "api" for p in plans) and calls
-    if needs_server and not cfg.teacher.get("serve"):
+    needs_teacher = any(p.mode == "api" for p in plans) and calls
+    if needs_teacher and not cfg.teacher.get("serve"):
         asyncio.run(check_endpoints(cfg, plans))  # a dead URL or a refused key stops here, in seconds
     pool_map = None
     if any(x in steps for x in ("prompts", "translate", "generate")):
         pool_map = pools(cfg, plans)
         out["pools"] = {f"{k[0]}{'+answers' if k[1] else ''}": v.available for k, v in pool_map.items()}
+    # records left to make per teacher component: a finished one calls no teacher, and a local teacher is
+    # started only while some component has records left (a finished rerun starts none)
+    progress = {p.name: shard_progress(cfg, p) for p in plans if p.mode == "api"} if needs_teacher else {}
+    needs_server = any(left for _, left in progress.values())
     checks = trace_checks(cfg) if any(x in steps for x in ("generate", "reflag")) else None
     with local_teacher(cfg) if needs_server else nullcontext():
         if "translate" in steps:
-            out["translate"] = asyncio.run(_translate_step(cfg, plans, pool_map))
+            out["translate"] = asyncio.run(_translate_step(cfg, plans, pool_map, progress))
         if "generate" in steps:
-            out["generate"] = asyncio.run(_generate_step(cfg, plans, pool_map, checks))
+            out["generate"] = asyncio.run(_generate_step(cfg, plans, pool_map, checks, progress))
     # after every shard has finished: one de-duplicated set of shards per component
     if "merge" in steps:
         from synth.merge import merge_component

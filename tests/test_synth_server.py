@@ -119,3 +119,8 @@ def test_teacher_serve_starts_and_stops_its_own_local_server(tmp_path):
     assert "transformers serve" in log and "tiny-qwen3" in log
     # local_demo elicits the trace of a non-reasoning teacher: two requests per record.
     assert log.count("POST /v1/chat/completions") == 4, log[-2000:]
+    # A rerun with nothing left to make starts no server (the demo's second run took 40 s more for it).
+    log_file = Path(cfg.synth.work_dir) / "serve" / "part-00000-of-00001.log"
+    log_file.unlink()
+    again = pipeline.run(cfg)
+    assert again["generate"]["chat_oss_en"]["kept"] == 0 and not log_file.exists()

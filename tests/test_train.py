@@ -296,8 +296,8 @@ def test_kill_and_resume_continues_from_checkpoint(tmp_path):
 
 def test_multirun_over_two_experiments_gives_two_runs_and_two_wandb_dirs(tmp_path):
     done = subprocess.run(
-        _train_cmd("-m", "experiment=demo,demo_stem_en", "trainer.max_steps=2", "trainer.save_steps=100",
-                   "+sweep_name=smoke"),
+        _train_cmd("-m", "experiment=demo,demo_stem_en", "model=tiny_qwen3", "trainer.max_steps=2",
+                   "trainer.save_steps=100", "trainer.gradient_checkpointing=false", "+sweep_name=smoke"),
         cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = tmp_path / "runs"

@@ -47,8 +47,8 @@ def test_default_follows_the_paper_trajectory_without_padding(tmp_path):
 def test_packed_mode_says_how_many_optimizer_steps_it_removes(tmp_path, caplog):
     install_triples(tmp_path)
     with caplog.at_level(logging.WARNING, logger="train.sft"):
-        packed = run(tmp_path, "packed", "experiment=demo", "trainer.batching=packed", "trainer.num_train_epochs=1",
-                     "trainer.save_steps=1000")
+        packed = run(tmp_path, "packed", "experiment=demo", "model=tiny_qwen3", "trainer.batching=packed",
+                     "trainer.num_train_epochs=1", "trainer.save_steps=1000", "trainer.gradient_checkpointing=false")
     e = packed["effective"]
     assert e["optimizer_steps_at_global_batch_examples"] == 12  # 24 examples, 2 per step, 1 epoch
     assert e["optimizer_steps"] < 12 and e["examples_per_step"] > e["sequences_per_step"]
