@@ -9,8 +9,6 @@
 """
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from evaluate import run as runner
 from evaluate.judge import JudgeClient, Judgment, parse_rating
 from evaluate.tasks import mt_bench
 from conftest import EVAL_TARGET, ScriptedBackend
+from json_server import JsonServer, chat_completion, error
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = json.loads((ROOT / "tests" / "fixtures" / "eval_mtbench_outputs.json").read_text(encoding="utf-8"))
@@ -106,55 +105,28 @@ class ReplayJudge:
         self.judges = judges
         self.requests: list[list[dict]] = []
         self.served: dict[int, int] = {}
-        self.lock = threading.Lock()
-        replay = self
+        self.server = JsonServer(self.respond)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if body["model"] == "no-such-model":  # what a real endpoint answers for an unknown model
-                    out = json.dumps({"error": {"message": "model not found", "type": "invalid_request_error"}}).encode()
-                    self.send_response(404)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(out)))
-                    self.end_headers()
-                    self.wfile.write(out)
-                    return
-                text = replay.answer(body["messages"])
-                out = json.dumps({
-                    "id": "replay", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def respond(self, path, body):
+        if body["model"] == "no-such-model":  # what a real endpoint answers for an unknown model
+            return 404, error("model not found")
+        return 200, chat_completion(self.answer(body["messages"]), model=body["model"])
 
     def answer(self, messages):
         user = messages[-1]["content"]
         turn = 2 if "Conversation with User" in user else 1
         judged = user.split("### Assistant A:\n")[-1] if turn == 2 else user.split("[The Start of Assistant's Answer]")[-1]
-        with self.lock:
-            self.requests.append(messages)
-            for k, j in enumerate(self.judges):
-                if j["turn"] == turn and j["match"] in judged:
-                    n = self.served.get(k, 0)
-                    self.served[k] = n + 1
-                    return j["replies"][min(n, len(j["replies"]) - 1)]
+        self.requests.append(messages)  # JsonServer answers one request at a time
+        for k, j in enumerate(self.judges):
+            if j["turn"] == turn and j["match"] in judged:
+                n = self.served.get(k, 0)
+                self.served[k] = n + 1
+                return j["replies"][min(n, len(j["replies"]) - 1)]
         raise AssertionError(f"no recording for turn {turn}: {judged[:80]!r}")
 
     def close(self):
-        self.server.shutdown()
+        self.server.close()
 
 
 def _compose(tmp_path, bench, *extra):

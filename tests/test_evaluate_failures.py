@@ -13,6 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import EVAL_TARGET, REPO, ScriptedBackend
+from json_server import JsonServer, error
 from core import jsonl
 from evaluate import run as runner
 from test_evaluate_runner import compose_eval
@@ -262,35 +263,13 @@ def test_overwrite_replaces_only_once_new_samples_exist(tmp_path):
     assert s["score"] == 0.0 and [r["prompt"] for r in jsonl.read(samples)] == [["Q: 1+1?"]]
 
 
-@pytest.mark.parametrize("status,error,named", [(401, PermissionError, r"backend\.api_key_env"),
-                                                (404, LookupError, r"backend\.served_model")])
-def test_a_server_refusing_the_key_or_the_model_is_named(tmp_path, status, error, named):
+@pytest.mark.parametrize("status,error_type,named", [(401, PermissionError, r"backend\.api_key_env"),
+                                                     (404, LookupError, r"backend\.served_model")])
+def test_a_server_refusing_the_key_or_the_model_is_named(tmp_path, status, error_type, named):
     """A real local HTTP server answering every request with ``status``, as an OpenAI-compatible one does."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Refuse(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps({"error": {"message": "refused", "type": "invalid_request_error"}}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
-        cfg = _cfg(tmp_path, "benchmark.math500.limit=1", "backend.name=openai", f"backend.base_url={url}",
+    with JsonServer(lambda path, body: (status, error("refused"))) as server:
+        cfg = _cfg(tmp_path, "benchmark.math500.limit=1", "backend.name=openai", f"backend.base_url={server.url}",
                    "backend.max_retries=0")
-        with pytest.raises(error, match=rf"{url}.*{named}"):
+        with pytest.raises(error_type, match=rf"{server.url}.*{named}"):
             runner.run(cfg)
-    finally:
-        server.shutdown()
-        server.server_close()
     _no_run_dir(tmp_path)

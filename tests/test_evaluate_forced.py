@@ -5,8 +5,6 @@ sequence continued), through a real local OpenAI-compatible server's completions
 stdlib servers for what `transformers serve` lacks (no completions endpoint; vLLM's /tokenize)."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ from core import jsonl
 from evaluate import backends
 from evaluate import run as runner
 from evaluate.backends import FORCED_CLOSE, Generation, Settings
+from json_server import JsonServer
 from test_evaluate_anatomy import thinking_model
 from test_evaluate_runner import compose_eval
 
@@ -228,35 +227,9 @@ def test_a_real_local_server_forces_through_its_completions_endpoint(tmp_path, t
     assert s["forced_path"] == "completions" and s["forced_score"] is not None
 
 
-class _Server:
-    """A small stdlib OpenAI-compatible server: ``routes`` maps a path to ``body -> (status, json)``; every request
-    body is kept in ``seen``."""
-
-    def __init__(self, routes):
-        seen = self.seen = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                seen.append((self.path, body))
-                status, answer = routes.get(self.path, lambda b: (404, {"detail": "Not Found"}))(body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def _server(routes):
+    """``routes`` maps a path to ``body -> (status, json)``; any other path is not found."""
+    return JsonServer(lambda path, body: routes.get(path, lambda b: (404, {"detail": "Not Found"}))(body))
 
 
 def _chat(body, reasoning="I keep dividing 196 by"):
@@ -281,7 +254,7 @@ def _openai_cfg(tmp_path, url, *extra):
 
 
 def test_a_chat_only_server_fails_before_anything_runs_unless_forcing_is_off(tmp_path):
-    server = _Server({"/v1/chat/completions": _chat})
+    server = _server({"/v1/chat/completions": _chat})
     try:
         with pytest.raises(LookupError, match=r"no completions endpoint.*policy\.forced\.enabled=false"):
             runner.run(_openai_cfg(tmp_path, server.url))
@@ -303,7 +276,7 @@ def test_without_a_local_tokenizer_the_servers_tokenize_endpoint_renders_the_pro
             return 200, {"tokens": tok(text, add_special_tokens=False).input_ids}
         return 200, {"tokens": tok(body["prompt"], add_special_tokens=body.get("add_special_tokens", True)).input_ids}
 
-    server = _Server({"/v1/chat/completions": _chat, "/v1/completions": _completion, "/tokenize": tokenize})
+    server = _server({"/v1/chat/completions": _chat, "/v1/completions": _completion, "/tokenize": tokenize})
     try:
         cfg = _openai_cfg(tmp_path, server.url, "backend.served_model=org/not-here")
         backend = backends.build(cfg, "org/not-here", forcing=True)  # no such tokenizer offline
@@ -331,7 +304,7 @@ def test_a_server_refusing_the_forced_sequence_is_named_with_the_fix(tmp_path):
             return 400, {"error": {"message": "maximum context length is 64 tokens", "type": "BadRequestError"}}
         return _completion(body)
 
-    server = _Server({"/v1/chat/completions": _chat, "/v1/completions": short_context})
+    server = _server({"/v1/chat/completions": _chat, "/v1/completions": short_context})
     try:
         with pytest.raises(ValueError, match=r"refused a forced continuation.*backend\.max_model_len=32768.*"
                                              r"policy\.forced\.enabled=false"):

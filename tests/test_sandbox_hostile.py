@@ -15,12 +15,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from core import jsonl
+from json_server import JsonServer, chat_completion
 from test_sandbox_isolation import SURVIVORS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,32 +84,6 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 '''
 
 
-class Scripted(BaseHTTPRequestHandler):
-    """``POST /v1/chat/completions``: the next completion of the script (the backend runs one request at a time)."""
-
-    script: list[str] = []
-    lock = threading.Lock()
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        with self.lock:
-            text = self.script.pop(0)
-        body = json.dumps({
-            "id": "x", "object": "chat.completion", "created": 0, "model": "scripted",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"```python\n{text}```"},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.slow
 def test_hostile_completions_score_zero_and_leave_neighbours_alone(tmp_path):
     # what a sample could reach on the host: a unix socket and a TCP port anyone may connect to,
@@ -134,19 +108,18 @@ def test_hostile_completions_score_zero_and_leave_neighbours_alone(tmp_path):
     marker = f"{900 + secrets.randbelow(99)}.{secrets.randbelow(10 ** 6):06d}"
     script = hostile_completions(unix_path, tcp.getsockname()[1], [str(private), str(public)], marker)
 
-    Scripted.script = [program for _, program, _ in script]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    programs = [program for _, program, _ in script]  # the backend runs one request at a time: the next one each
+    server = JsonServer(lambda path, body: (200, chat_completion(f"```python\n{programs.pop(0)}```")))
     cmd = [sys.executable, "-m", "evaluate", "model=tiny_qwen3", "benchmark=[humaneval]", "all.source=local",
            "benchmark.humaneval.limit=1", f"benchmark.humaneval.n={len(script)}", "logger=none",
            f"paths.root={tmp_path}", "run_name=hostile", "backend.name=openai",
-           f"backend.base_url=http://127.0.0.1:{server.server_address[1]}/v1", "backend.served_model=scripted",
+           f"backend.base_url={server.url}", "backend.served_model=scripted",
            "backend.concurrency=1", "backend.max_retries=0", "policy.forced.enabled=false",  # chat endpoint only
            "benchmark.humaneval.sandbox.test_wall_s=5", "benchmark.humaneval.sandbox.wall_s=10"]
     try:
         got = survivors_of(cmd)
     finally:
-        server.shutdown()
+        server.close()
         unix.close()
         tcp.close()
         shutil.rmtree(shared)
