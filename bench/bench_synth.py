@@ -16,6 +16,17 @@ client CPU time per request; plus a zero-latency round trip at concurrency 1. Th
 machine is recorded with every row (the project's machine is shared).
 Goals (issue 11): ≥ 90 % of ideal at 64 concurrent requests with 1 s latency; ≤ 2 ms client CPU per request.
 
+**The fault run** (``--fault-run``): ``python -m synth`` as a user runs it (a subprocess, default
+concurrency 64, default retries), against two key-checking fault servers with 1 s latency, on N prompts:
+once with no faults and once with issue 11's fault mix (the rates of tests/test_synth_faults.py: 429, 500,
+timeouts, garbled bodies and dropped connections, retried; truncated, unclosed and empty answers, flagged).
+From the stage's run summary (generation seconds) and the servers' counts, sampled every 50 ms: the share
+of the 64 request slots that held a request in the steady state (the servers' requests being answered,
+from the first request until 90 % of the prompts have their final answer; a timed-out request is
+answered when the client gives up on it, at ``teacher.timeout``), how long the last 10 % took (the
+slowest prompts' retry backoff), and prompts per second over the whole run as a fraction of the
+fault-free ideal (concurrency / latency).
+
 **Restart memory** (``--restart``): a fresh process opens a component directory of N done records the
 way a rerun does (core.jsonl.repair via the shard writer, the done ids) and a translation cache of N
 entries; peak RSS above the bare interpreter-with-imports, for N = 50k and 500k. Beside it the old
@@ -145,6 +156,73 @@ def throughput(latencies: list[float], concurrencies: list[int], seconds: float,
 
 
 # ----------------------------------------------------------------------------------------------------
+# the fault run: the whole stage, as a user runs it
+
+FAULTS = dict(transient={"429": 0.05, "500": 0.05, "timeout": 0.02, "garbled": 0.04, "drop": 0.03},
+              permanent={"truncated": 0.04, "unclosed": 0.04, "empty": 0.04})
+
+
+def fault_run(n: int, latency: float, timeout: float) -> list[str]:
+    import json
+    import statistics
+    import threading
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from fault_server import PERMANENT, FaultServer
+
+    key = os.environ[KEY_ENV]
+    slots = 64  # synth.concurrency's default
+    lines = ["| faults | prompts | kept | rejected (flagged) | attempts | generation s | steady s | request slots busy "
+             "(steady) | the last 10 % s | prompts/s (all) | fraction of fault-free ideal (all) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, rates in (("none", {}), ("issue 11 mix", FAULTS)):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "p.jsonl").write_text("".join(f'{{"id": {i}, "instruction": "Question {i}: what is {i} plus {i}?"}}\n'
+                                               for i in range(n)))
+            # a timed-out request is answered (500) when the client gives up on it: it holds its slot that long
+            # on both sides
+            hang = max(timeout - latency, 0.0)
+            with FaultServer(latency=latency, hang=hang, api_key=key, **rates) as a, \
+                    FaultServer(latency=latency, hang=hang, api_key=key, **rates) as b:
+                bad = sum(a.permanent_fault(f"Question {i}: what is {i} plus {i}?") is not None for i in range(n))
+                args = ["experiment=chat_oss_en_ja", "synth.components=[chat_oss_en]", "~synth.sources.lmsys",
+                        f"+synth.sources.lmsys={{type: local, path: '{d / 'p.jsonl'}'}}",
+                        f"teacher.endpoints=[{a.url},{b.url}]", f"teacher.api_key_env={KEY_ENV}",
+                        f"teacher.timeout={timeout}", "synth.steps=[prompts,generate]", "synth.progress=false",
+                        f"synth.limit={n - bad}", "synth.prompt_margin=0", f"synth.prompt_extra={bad}"]
+                # the servers' view every 50 ms: requests being answered, and prompts given their final answer
+                # (a good one or a permanent fault: each prompt gets exactly one)
+                seen, stop = [], threading.Event()
+
+                def sample():
+                    while not stop.wait(0.05):
+                        final = sum(s.outcomes[k] for s in (a, b) for k in ("ok", *PERMANENT))
+                        seen.append((time.monotonic(), a.inflight + b.inflight, final))
+
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
+                done = subprocess.run([sys.executable, "-m", "synth", *args], cwd=REPO, capture_output=True, text=True,
+                                      env={**os.environ, "JAEN_DISTILL_ROOT": str(d), "PYTHONPATH": str(REPO)})
+                stop.set()
+                sampler.join()
+                if done.returncode != 0:
+                    raise SystemExit(f"python -m synth failed ({label}):\n{done.stderr[-3000:]}")
+                attempts = a.requests + b.requests
+            run = json.loads(next((d / "data" / "triples" / "_synth" / "chat_oss_en").glob("run-*.json")).read_text())
+        secs = run["seconds"]
+        # Steady state: from the first request until 90 % of the prompts have their final answer; then the run
+        # drains, waiting on the slowest prompts' retries, whose backoff sets how long.
+        first = next(i for i, x in enumerate(seen) if x[1] > 0)
+        last = next(i for i, x in enumerate(seen) if x[2] >= 0.9 * n)
+        steady = seen[last][0] - seen[first][0]
+        busy = statistics.mean(x[1] for x in seen[first:last + 1]) / slots
+        lines.append(f"| {label} | {n} | {run['kept']} | {run['rejected']} | {attempts} | {secs:.1f} | {steady:.1f} | "
+                     f"{100 * busy:.1f} % | {secs - steady:.1f} | {n / secs:.1f} | {100 * n * latency / (slots * secs):.1f} % |")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------------
 # restart memory
 
 
@@ -204,6 +282,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 64])
     ap.add_argument("--zero-n", type=int, default=500, help="requests of the zero-latency round trip")
     ap.add_argument("--restart", action="store_true", help="measure restart memory instead")
+    ap.add_argument("--fault-run", type=int, metavar="N", help="time `python -m synth` on N prompts, with and "
+                    "without faults, instead")
     ap.add_argument("--sizes", type=int, nargs="*", default=[50_000, 500_000])
     ap.add_argument("--trace", type=int, default=200, help="trace/text bytes per record in --restart")
     ap.add_argument("--restart-child", nargs=2, help=argparse.SUPPRESS)
@@ -215,7 +295,10 @@ def main() -> None:
     os.environ.setdefault(KEY_ENV, "sk-bench-key")
     head = (f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
             f"load average at the start {load()}.")
-    if a.restart:
+    if a.fault_run:
+        body = fault_run(a.fault_run, a.latency[0] if a.latency else 1.0, timeout=2.0)
+        title = f"## The fault run (`bench/bench_synth.py --fault-run {a.fault_run}`), {a.latency[0]:g} s latency"
+    elif a.restart:
         body = restart(a.sizes, a.trace)
         title = f"## Restart memory (`bench/bench_synth.py --restart`, {a.trace}-byte traces)"
     else:

@@ -23,6 +23,7 @@ API keys are read from the environment variable the config names and never appea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -141,9 +142,10 @@ def parse_reply(resp: dict[str, Any]) -> Reply:
 
 class ChatClient:
     """Chat completions against the endpoint list of a teacher (or translator) config. The request
-    timeout is the config's ``timeout`` (seconds; 3600 when unset)."""
+    timeout is the config's ``timeout`` (seconds; 3600 when unset). ``max_inflight`` bounds the requests
+    in flight (all endpoints together); a call waiting out a retry backoff holds none."""
 
-    def __init__(self, cfg: Any, retries: Any = None, down_after: float = 10.0):
+    def __init__(self, cfg: Any, retries: Any = None, down_after: float = 10.0, max_inflight: int | None = None):
         cfg = plain(cfg)
         self.model = cfg["model"]
         retries = plain(retries) or {}
@@ -168,6 +170,7 @@ class ChatClient:
         self.body = {k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None}
         self.body.update(cfg.get("extra_body") or {})
         self.system = cfg.get("system")
+        self.slots = asyncio.Semaphore(max_inflight) if max_inflight else contextlib.nullcontext()
         self._rr = 0
 
     def pick(self) -> Endpoint:
@@ -236,33 +239,34 @@ class ChatClient:
 
     async def _once(self, messages: list[dict[str, str]], reasoning_effort: str | None,
                     overrides: dict[str, Any] | None, tried: list[str]) -> Reply:
-        ep = self.pick()
-        tried.append(ep.base_url)
-        ep.inflight += 1
-        ep.requests += 1
-        try:
-            body = {"model": self.model, "messages": messages, **self.body, **(overrides or {})}
-            if reasoning_effort:
-                body["reasoning_effort"] = reasoning_effort
-            text = await ep.client.post("/chat/completions", body=body, cast_to=str)
+        async with self.slots:  # released while tenacity waits before the next attempt
+            ep = self.pick()
+            tried.append(ep.base_url)
+            ep.inflight += 1
+            ep.requests += 1
             try:
-                data = json.loads(text)
-            except ValueError as exc:
-                raise GarbledResponse(f"non-JSON body ({exc}): {text[:80]!r}") from None
-            reply = parse_reply(data)
-        except Exception as exc:
-            ep.errors += 1
-            ep.last_error = describe(exc)
-            if isinstance(exc, openai.APIStatusError) and exc.status_code in FATAL_STATUS:
-                raise self._refused(ep) from None
-            if isinstance(exc, openai.APIConnectionError):   # refused, reset, timed out
-                self._transport_failure(ep)
-            raise
-        finally:
-            ep.inflight -= 1
-        ep.failing_since = None
-        reply.endpoint = ep.base_url
-        return reply
+                body = {"model": self.model, "messages": messages, **self.body, **(overrides or {})}
+                if reasoning_effort:
+                    body["reasoning_effort"] = reasoning_effort
+                text = await ep.client.post("/chat/completions", body=body, cast_to=str)
+                try:
+                    data = json.loads(text)
+                except ValueError as exc:
+                    raise GarbledResponse(f"non-JSON body ({exc}): {text[:80]!r}") from None
+                reply = parse_reply(data)
+            except Exception as exc:
+                ep.errors += 1
+                ep.last_error = describe(exc)
+                if isinstance(exc, openai.APIStatusError) and exc.status_code in FATAL_STATUS:
+                    raise self._refused(ep) from None
+                if isinstance(exc, openai.APIConnectionError):   # refused, reset, timed out
+                    self._transport_failure(ep)
+                raise
+            finally:
+                ep.inflight -= 1
+            ep.failing_since = None
+            reply.endpoint = ep.base_url
+            return reply
 
     async def chat(self, instruction: str, reasoning_effort: str | None = None, system: str | None = None,
                    overrides: dict[str, Any] | None = None) -> Reply:

@@ -193,6 +193,11 @@ def shard_slice(pool: src.PoolView, plan: Plan, s: DictConfig) -> src.PoolView:
     return pool.slice(plan.pool_size, int(s.shard_index), int(s.num_shards))
 
 
+# Prompts in progress per request slot (synth.concurrency): the client holds a slot only while a request is
+# in flight, so a prompt waiting out a retry backoff leaves its slot to another prompt.
+PROMPTS_PER_SLOT = 2
+
+
 def translator_parts(cfg: DictConfig):
     from synth.client import ChatClient
     from synth.translate import TranslationCache, Translator, translator_key
@@ -200,7 +205,8 @@ def translator_parts(cfg: DictConfig):
     tcfg = cfg.synth.translator
     key = translator_key(tcfg)
     cache = TranslationCache(Path(cfg.synth.work_dir) / "translate" / key, shard_name(cfg.synth))
-    client = ChatClient(tcfg, retries=cfg.synth.retries, down_after=float(cfg.synth.endpoint_down_after))
+    client = ChatClient(tcfg, retries=cfg.synth.retries, down_after=float(cfg.synth.endpoint_down_after),
+                        max_inflight=int(cfg.synth.concurrency))
     tr = Translator(client, cache, max_attempts=int(tcfg.get("max_attempts", 3)), system=tcfg.get("system"),
                     retry_failed=bool(tcfg.get("retry_failed", False)))
     return tr, client, cache, key
@@ -226,7 +232,7 @@ async def _translate_step(cfg: DictConfig, plans: list[Plan], pool_map, progress
     texts = (q.instruction for p in todo for q in shard_slice(pool_map[(p.source, False)], p, cfg.synth))
     tr, client, cache, key = translator_parts(cfg)
     try:
-        counts = await tr.translate_all(texts, concurrency=int(cfg.synth.concurrency))
+        counts = await tr.translate_all(texts, concurrency=PROMPTS_PER_SLOT * int(cfg.synth.concurrency))
     finally:
         cache.close()
         await client.aclose()
@@ -258,12 +264,14 @@ async def _generate_step(cfg: DictConfig, plans: list[Plan], pool_map, checks: T
             if p.translate:
                 tr, tr_client, cache, tkey = translator_parts(cfg)
             job = make_job(cfg, p, str(t.name), tkey, checks)
-            client = ChatClient(t, retries=s.retries, down_after=float(s.endpoint_down_after))
+            client = ChatClient(t, retries=s.retries, down_after=float(s.endpoint_down_after),
+                                max_inflight=int(s.concurrency))
             produce = gen.api_producer(job, client, tr)
         pool = pool_map[(p.source, p.mode == "source")]
         prompts = shard_slice(pool, p, s)
         try:
-            c = await gen.run_job(job, prompts, produce, policy=policy, concurrency=int(s.concurrency),
+            c = await gen.run_job(job, prompts, produce, policy=policy,
+                                  concurrency=PROMPTS_PER_SLOT * int(s.concurrency),
                                   max_consecutive_failures=s.max_consecutive_failures if client else None,
                                   progress=bool(s.progress), fsync=bool(s.fsync))
         finally:

@@ -72,6 +72,7 @@ class FaultServer:
         self.host, self.port = host, port
         self.attempts: Counter = Counter()     # per prompt text
         self.requests = 0
+        self.inflight = 0                      # chat completions being answered now
         self.outcomes: Counter = Counter()     # every answer given, by kind (ok, 429, timeout, truncated, …)
         self.injected: dict[str, str] = {}     # prompt -> the permanent fault it was answered with
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,7 +102,12 @@ class FaultServer:
                 method, path, _ = lines[0].split(" ", 2)
                 headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
                 body = await reader.readexactly(int(headers.get("content-length", 0) or 0))
-                result = await self._dispatch(method, path, headers, body)
+                chat = method == "POST" and path.endswith("/chat/completions")
+                self.inflight += chat
+                try:
+                    result = await self._dispatch(method, path, headers, body)
+                finally:
+                    self.inflight -= chat
                 if result is None:  # drop the connection without answering
                     writer.transport.abort()
                     return

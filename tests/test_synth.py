@@ -236,6 +236,40 @@ def test_protect_restore_keeps_code_and_latex_verbatim():
         restore(masked.replace("[[P1]]", ""), spans)
 
 
+def test_requests_in_flight_are_bounded_and_a_prompt_in_backoff_holds_no_slot():
+    """``max_inflight=1``: A is refused (503), then waits 1 s before its retry; B asks meanwhile, in A's slot."""
+    import asyncio
+
+    async def go(fs):
+        client = ChatClient({"name": "t", "model": "m", "endpoints": [fs.url]}, max_inflight=1,
+                            retries={"max_attempts": 3, "initial": 1.0, "max": 1.0, "jitter": 0.0})
+        peak, finished, t0 = 0, {}, time.monotonic()
+
+        async def watch():
+            nonlocal peak
+            while True:
+                peak = max(peak, fs.inflight)
+                await asyncio.sleep(0.005)
+
+        async def ask(q):
+            await client.chat(q)
+            finished[q[0]] = time.monotonic() - t0
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.gather(ask("A [[fault:503]]"), ask("B"))
+        finally:
+            watcher.cancel()
+            await client.aclose()
+        return peak, finished
+
+    with FaultServer(latency=0.2) as fs:
+        peak, finished = asyncio.run(go(fs))
+    assert peak == 1 and fs.requests == 3
+    # B took the slot while A waited out its backoff (0.2 + 0.2 s); A retried after 1 s (0.2 + 1 + 0.2 s)
+    assert finished["B"] < 0.9 < 1.3 < finished["A"], finished
+
+
 def test_translator_preserves_spans_retries_lost_placeholders_and_caches(tmp_path):
     text = "Explain `x = y + 1` and prove $a+b=b+a$:\n```\nassert 1 + 1 == 2\n```"
     bad = "Fix this `bug()` please [[fault:dropph]]"  # the fake translator drops a placeholder on try 1
