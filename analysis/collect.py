@@ -25,11 +25,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from analysis import paper
+from core.config import CONF
 from core.student import component_counts
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BASE = "B"
 # summary.json keys the tables cannot do without (docs/contracts.md); the fixture flag is `is_fixture`
 # (evaluate/run.py), or `source: fixture` for summaries that predate it.
@@ -73,10 +73,10 @@ def experiment_config(name: str) -> DictConfig:
     try:
         if GlobalHydra.instance().is_initialized():
             return compose(config_name="analysis", overrides=[f"experiment={name}"])
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return compose(config_name="analysis", overrides=[f"experiment={name}"])
     except MissingConfigException as err:
-        valid = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+        valid = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
         raise ValueError(f"experiment {name!r} has no config in conf/experiment/: use one of {valid}") from err
 
 

@@ -109,7 +109,7 @@ def failure_kinds(long: pd.DataFrame, kinds: tuple[str, ...], path: Path) -> Pat
         rows = long[long["benchmark"] == col]
         x = np.arange(len(rows))
         bottom = np.zeros(len(rows))
-        n = pd.to_numeric(rows["n_samples"], errors="coerce").to_numpy(float)
+        n = pd.to_numeric(rows["n_records"], errors="coerce").to_numpy(float)
         for kind in kinds:
             share = pd.to_numeric(rows[kind], errors="coerce").to_numpy(float) / n
             share = np.nan_to_num(share)  # a kind the summary does not count: no segment

@@ -141,7 +141,7 @@ def failure_kinds(data: Collected) -> tuple[str, pd.DataFrame] | None:
         kinds = s.get("failure_kinds")
         if isinstance(kinds, dict):
             n = s.get("n_records") or s["n_examples"] * s["settings"]["n"]
-            rows.append({"id": r, "benchmark": b, "n_samples": n, **{k: kinds.get(k) for k in KINDS},
+            rows.append({"id": r, "benchmark": b, "n_records": n, **{k: kinds.get(k) for k in KINDS},
                          "loop_rate": s.get("loop_rate"), "failure_rate": s.get("failure_rate")})
     if not rows:
         return None

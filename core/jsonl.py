@@ -19,6 +19,14 @@ from typing import Any
 _BLOCK = 1 << 16
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename: a reader (a resumed run, analysis) sees the old
+    file or the new one, whole, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _last_line_start(f: Any, size: int) -> int:
     """Offset of the first byte after the last newline before ``size - 1`` (0 when there is none),
     reading backwards one block at a time: only the last line is ever read."""

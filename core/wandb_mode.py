@@ -38,12 +38,15 @@ def base_url() -> str:
 def reachable(url: str, timeout: float = 5.0) -> bool:
     """Whether ``url`` answers one HTTP request within ``timeout`` seconds (any status counts; proxies in the
     environment are honoured). Cached per process, so the warning is said once."""
-    import httpx
+    import urllib.error
+    import urllib.request
 
     try:
-        httpx.head(url, timeout=timeout)
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
         return True
-    except httpx.HTTPError as e:
+    except urllib.error.HTTPError:  # any status counts: the server answered
+        return True
+    except (urllib.error.URLError, OSError) as e:
         log.warning("W&B: an API key is configured but %s does not answer (%s: %s); logging offline. "
                     "Upload later with `wandb sync <run dir>`, or set logger.mode=online to insist.",
                     url, type(e).__name__, e)

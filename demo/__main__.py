@@ -43,6 +43,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from core import REPO, jsonl
+from core.config import CONF
 from core.loops import FAILURE_KINDS
 from core.serve import exit_on_sigterm
 
@@ -61,6 +62,7 @@ MT_BENCH_LEFT_OUT = ("MT-Bench is left out of the demo: it needs an LLM judge, a
                      "offline here (SmolLM2-135M-Instruct) returned a readable 1-10 rating for 0 of 24 judge "
                      "prompts. With a real judge: python -m evaluate experiment=demo 'benchmark=[mt_bench_en]' "
                      "benchmark.mt_bench_en.judge.base_url=URL benchmark.mt_bench_en.judge.model=NAME")
+FORCED_TOKENS = 64  # the demo's answers are short: an unclosed trace is forced to answer within this many tokens
 BASE_RUN = "base"  # the evaluation run name of the student before SFT (row B of Tables 2-3)
 
 
@@ -84,7 +86,7 @@ def stage(name: str) -> Iterator[None]:
 
 
 def stage_config(stage_name: str, root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(stage_name, overrides=["experiment=demo", f"paths.root={root}", *overrides])
 
 
@@ -118,9 +120,7 @@ def export_prompts(root: Path, n: int) -> dict[str, int]:
         if len(rows) < 2 * n:
             raise StageFailed("prompts", f"{component}: only {len(rows)} held-out prompts in {benchmarks}, {2 * n} asked")
         path = out_dir / f"{component}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        os.replace(tmp, path)
+        jsonl.write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         counts[component] = len(rows)
     return counts
 
@@ -228,7 +228,7 @@ def story(rows: dict[str, tuple[dict, dict]], benchmarks: list[str], facts: dict
     lines += ["", "Why unclosed answers failed (core/loops.py: *loop* = the trace's tail repeats; *runaway* = it "
               "still progressed when the budget ran out), and the three answer policies: *paper* grades an unclosed "
               "trace as the answer (the headline score), *strict* counts it wrong, *forced* closes the think block, "
-              "adds an answer cue and lets the model answer in 64 more tokens:", "",
+              f"adds an answer cue and lets the model answer in {FORCED_TOKENS} more tokens:", "",
               "| row | loop | runaway | truncated answer | other | paper | strict | forced | forced − strict |",
               "|---|---|---|---|---|---|---|---|---|"]
     for row, (_, summaries) in rows.items():
@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> Path:
             common = ["backend.name=transformers", f"benchmark=[{','.join(EVAL_BENCHMARKS)}]", "all.source=local",
                       f"all.limit={args.eval_limit}", "all.n=1", f"all.max_tokens={args.eval_tokens}",
                       "decoding=base", "logger=none", *where,
-                      # the demo's answers are short: force within 64 tokens, and look for loops of 32+ tokens
-                      "policy.forced.max_tokens=64", "anatomy.min_tokens=32"]
+                      # forced answers within FORCED_TOKENS; loops of 32+ tokens (the answers are short)
+                      f"policy.forced.max_tokens={FORCED_TOKENS}", "anatomy.min_tokens=32"]
             summaries = {}
             for row, run_name, target in (("B", BASE_RUN, ["model=smollm2_135m", f"run_name={BASE_RUN}"]),
                                           ("demo", "demo", ["experiment=demo"])):

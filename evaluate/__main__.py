@@ -1,7 +1,6 @@
 """`python -m evaluate`: Table 5 benchmarks on a model. See conf/evaluate.yaml and docs/evaluate.md."""
 
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -10,9 +9,10 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
 from core.cli import one_line_errors
+from core.config import CONF
 from evaluate.run import run
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "conf" / "benchmark"
+BENCHMARKS = CONF / "benchmark"
 
 
 def unknown_benchmarks(args: list[str]) -> list[str]:

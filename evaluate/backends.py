@@ -285,7 +285,7 @@ class OpenAIBackend:
                 f"the server at {self.url} refused the API key (401: {e}); put the right key in the variable "
                 f"${self.key_env}, or name another variable with backend.api_key_env"
             ) from e
-        except (openai.NotFoundError, openai.APIStatusError) as e:
+        except openai.APIStatusError as e:
             if endpoint == "completions" and e.status_code in (404, 405, 501):
                 raise LookupError(
                     f"the server at {self.url} has no completions endpoint ({self.url.rstrip('/')}/completions answered "
@@ -333,13 +333,8 @@ class OpenAIBackend:
 
     def _server_tokens(self, body: dict) -> list[int]:
         """Token ids from the server's ``/tokenize`` (vLLM serve: messages with the chat template, or a prompt)."""
-        import httpx
-
-        root = self.url.rstrip("/").removesuffix("/v1")
-        r = httpx.post(f"{root}/tokenize", json={"model": self.model, **body}, timeout=self.timeout,
-                       headers={"Authorization": f"Bearer {self.client.api_key}"})
-        r.raise_for_status()
-        return list(r.json()["tokens"])
+        root = self.url.rstrip("/").removesuffix("/v1")  # vLLM serves it beside /v1, not under it
+        return list(self.client.post(f"{root}/tokenize", body={"model": self.model, **body}, cast_to=object)["tokens"])
 
     def _forced_prompt(self, conv: list[dict], gen: Generation, tail: str, max_tokens: int) -> str | list[int]:
         """Rendered prompt + trace + tail, as text (local template) or token ids (the server's /tokenize).

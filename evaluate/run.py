@@ -462,10 +462,7 @@ def _open_samples(out_dir: Path, marker: dict, fresh: bool) -> jsonl.ShardWriter
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Atomically: a reader (analysis, a resumed run) never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    jsonl.write_atomic(path, json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def paper_answer(text: str, opened: bool = False) -> tuple[str, str]:

@@ -14,6 +14,7 @@ does not run neither sets nor clears its flag.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 

@@ -11,17 +11,15 @@ then checks the types.
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from core.config import check_known, declared
+from core.config import CONF, check_known, declared
 from core.loops import find_loop
 from core.triple import FLAGS
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass

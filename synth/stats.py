@@ -194,6 +194,4 @@ def length_stats(name: str, lengths: array) -> dict[str, float | int | None]:
 
 def write_stats(path: Path, stats: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=1, ensure_ascii=False))
-    tmp.replace(path)
+    jsonl.write_atomic(path, json.dumps(stats, indent=1, ensure_ascii=False))

@@ -42,7 +42,7 @@ def test_why_samples_failed_table(analysed):
     assert rows["4"] == "| 4 | 0.400 (40/10/0/0) | — |"                          # AIME of 4: no anatomy, not 0
     long = pd.read_csv(out / "failure_kinds.csv", dtype={"id": str})
     one = long[(long["id"] == "1") & (long["benchmark"] == "math500")].iloc[0]
-    assert (one["loop"], one["runaway"], one["truncated_answer"], one["other"], one["n_samples"]) == (20, 5, 3, 2, 100)
+    assert (one["loop"], one["runaway"], one["truncated_answer"], one["other"], one["n_records"]) == (20, 5, 3, 2, 100)
     assert one["loop_rate"] == pytest.approx(0.2) and one["failure_rate"] == pytest.approx(0.27)
     assert "Why samples failed" in (out / "report.md").read_text()
 

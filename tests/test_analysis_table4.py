@@ -108,10 +108,10 @@ def test_source_paper_prints_table4_beside_the_papers(tmp_path, capsys):
     """`python -m analysis source=paper regression.r2_target=score` (composed config, in process)."""
     from hydra import compose, initialize_config_dir
 
-    from analysis.collect import CONF_DIR
+    from core.config import CONF
     from analysis.run import run
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="analysis", overrides=[
             "source=paper", "regression.r2_target=score", f"paths.root={tmp_path}",
             "logger.enabled=false", "plots=false"])

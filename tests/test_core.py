@@ -115,3 +115,21 @@ def test_reader_and_repair_agree_on_what_a_torn_last_line_is(tmp_path):
     p.write_bytes(b'{"id": "x0"}\n{"id": "x1", "pad": "\xe3\x81\n')
     assert [r["id"] for r in jsonl.read(p)] == ["x0"]
     assert jsonl.repair(p) > 0 and p.read_bytes() == b'{"id": "x0"}\n'
+
+
+def test_one_line_errors_turn_bad_input_into_one_line_but_leave_bugs_their_traceback(monkeypatch):
+    from core.cli import one_line_errors
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as e:
+        with one_line_errors("synth", ValueError, LookupError):
+            raise ValueError("prompts.jsonl:3: not JSON")
+    assert e.value.code == "synth: prompts.jsonl:3: not JSON"
+    for bug in (KeyError("response"), IndexError("list index out of range")):  # LookupError's subclasses
+        with pytest.raises(type(bug)):
+            with one_line_errors("synth", ValueError, LookupError):
+                raise bug
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ValueError):
+        with one_line_errors("synth", ValueError):
+            raise ValueError("x")

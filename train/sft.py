@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
-from core import student, think, wandb_mode
+from core import jsonl, student, think, wandb_mode
 from core.assets import resolve_model
 from core.config import CONF, check_known, declared
 from core.triple import FLAGS
@@ -35,7 +35,7 @@ class TrainError(ValueError):
 
 
 def experiment_names() -> list[str]:
-    conf = Path(__file__).resolve().parents[1] / "conf" / "experiment"
+    conf = CONF / "experiment"
     return sorted(p.stem for p in conf.glob("*.yaml"))
 
 
@@ -83,7 +83,7 @@ def tokenize_mixture(examples: list[dict[str, Any]], tokenizer, cfg: DictConfig)
         student.tokenize,
         fn_kwargs={"tokenizer": tokenizer, "eos": eos},
         remove_columns=["messages"],
-        num_proc=cfg.mixture.get("num_proc") or None,
+        num_proc=cfg.mixture.num_proc,
         new_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
         desc="Tokenizing",
     )
@@ -187,9 +187,7 @@ def deepspeed_config(value: str | None) -> str | None:
     """``trainer.deepspeed``: a JSON path, or the name of one shipped in conf/trainer/deepspeed (zero2, zero3)."""
     if not value or Path(value).is_file():
         return value
-    from core import REPO
-
-    shipped = REPO / "conf" / "trainer" / "deepspeed" / f"{value}.json"
+    shipped = CONF / "trainer" / "deepspeed" / f"{value}.json"
     if not shipped.is_file():
         names = sorted(p.stem for p in shipped.parent.glob("*.json"))
         raise TrainError(f"trainer.deepspeed={value!r} is neither a file nor one of the shipped configs {names}")
@@ -383,13 +381,6 @@ def unloadable(key: str, name: str, e: Exception) -> str:
             f"local directory made by save_pretrained, or a hub id that is reachable (or cached, offline).")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file and a rename: a reader sees the old or the new file, whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def zero_stage(deepspeed: str | None) -> int | None:
     if not deepspeed:
         return None
@@ -479,10 +470,10 @@ class Provenance(TrainerCallback):
         if state.is_world_process_zero:
             out = self.output_dir
             out.mkdir(parents=True, exist_ok=True)
-            write_atomic(out / "resolved_config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
-            write_atomic(out / "manifest.json", json.dumps({**self.summary, "effective": effective}, indent=2,
+            jsonl.write_atomic(out / "resolved_config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+            jsonl.write_atomic(out / "manifest.json", json.dumps({**self.summary, "effective": effective}, indent=2,
                                                            ensure_ascii=False))
-            write_atomic(out / "manifest_ids.txt", "\n".join(self.record_ids) + "\n")
+            jsonl.write_atomic(out / "manifest_ids.txt", "\n".join(self.record_ids) + "\n")
 
 
 def checkpoint_problem(ckpt: Path) -> str | None:
@@ -595,7 +586,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "peak_gpu_memory_gib": peak_gpu_memory_gib(),
     }
     if trainer.is_world_process_zero():
-        write_atomic(output_dir / "train_metrics.json", json.dumps(metrics, indent=2))
+        jsonl.write_atomic(output_dir / "train_metrics.json", json.dumps(metrics, indent=2))
     if wandb_run is not None:
         wandb_run.finish()
     return metrics
