@@ -102,8 +102,8 @@ def find_loop(seq: Sequence[int] | str, *, min_repeats: float = 3.0, min_share: 
 
 
 def failure_kind(status: str, finish_reason: str | None, seq: Sequence[int] | str | None,
-                 **knobs) -> str | None:
-    """Why a sample failed, or None when it did not (``knobs`` go to ``find_loop``).
+                 **knobs) -> tuple[str | None, Loop | None]:
+    """Why a sample failed (None when it did not), and the loop found (``knobs`` go to ``find_loop``).
 
     - unclosed think block: ``loop`` when its trace ends in a loop, else ``runaway`` when the budget ran
       out (``finish_reason == "length"``), else ``other`` (stopped unclosed without looping);
@@ -113,12 +113,13 @@ def failure_kind(status: str, finish_reason: str | None, seq: Sequence[int] | st
     if status not in STATUSES:
         raise ValueError(f"status={status!r}: expected one of {STATUSES} (core.think.parse's status)")
     if status == "unclosed":
-        if seq is not None and find_loop(seq, **knobs) is not None:
-            return "loop"
-        return "runaway" if finish_reason == "length" else "other"
+        loop = find_loop(seq, **knobs) if seq is not None else None
+        if loop is not None:
+            return "loop", loop
+        return ("runaway" if finish_reason == "length" else "other"), None
     if status == "closed" and finish_reason == "length":
-        return "truncated_answer"
-    return None
+        return "truncated_answer", None
+    return None, None
 
 
 def _units(seq: Sequence[int] | str) -> tuple[np.ndarray, str]:

@@ -38,11 +38,11 @@ from typing import Any
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ValidationError
 from tqdm import tqdm
 
 from core import jsonl, wandb_mode
 from core.assets import resolve_model
+from core.config import check_schema, positive_int
 from core.loops import failure_kind, find_loop
 from core.think import parse
 from evaluate import backends, metrics
@@ -85,18 +85,8 @@ def check_config(cfg: DictConfig) -> None:
 def check_benchmark(name: str, bcfg: DictConfig) -> None:
     """One benchmark's config against :class:`~evaluate.tasks.BenchmarkConfig`: known keys, their types,
     sane values, and a task module that imports."""
-    where = f"conf/benchmark/{name}.yaml or its override"
-    known = [f.name for f in dataclasses.fields(BenchmarkConfig)]
-    unknown = sorted(set(bcfg) - set(known))
-    if unknown:
-        raise ValueError(f"benchmark {name}: unknown key {', '.join(unknown)} (misspelt? fix {where}); "
-                         f"valid keys: {', '.join(known)}")
-    try:
-        typed = OmegaConf.merge(OmegaConf.structured(BenchmarkConfig), bcfg)
-    except ValidationError as e:
-        raise ValueError(f"benchmark.{name}.{e.full_key}: {str(e).splitlines()[0]} (fix {where})") from e
-    if missing := sorted(OmegaConf.missing_keys(typed)):
-        raise ValueError(f"benchmark {name}: required key {', '.join(missing)} missing (fix {where})")
+    typed = check_schema(bcfg, BenchmarkConfig, f"benchmark.{name}",
+                         f" (fix conf/benchmark/{name}.yaml or its override)")
     _positive(f"benchmark.{name}.n", typed.n, "number of samples per example")
     _positive(f"benchmark.{name}.max_tokens", typed.max_tokens, "number of tokens")
     if typed.limit is not None:
@@ -108,7 +98,7 @@ def check_benchmark(name: str, bcfg: DictConfig) -> None:
 
 
 def _positive(key: str, value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not positive_int(value):
         raise ValueError(f"{key}={value}: must be a positive {what}")
 
 
@@ -369,10 +359,10 @@ def sample_anatomy(turn_status: list[str], finish_reasons: list[str], seqs: list
     turn ran out of budget, else (None, None). ``seqs``: each turn's token ids, or its trace text."""
     truncated = False
     for status, finish, seq in zip(turn_status, finish_reasons, seqs):
+        kind, loop = failure_kind(status, finish, seq, **knobs)
         if status == "unclosed":
-            loop = find_loop(seq, **knobs)
-            return ("loop", dataclasses.asdict(loop)) if loop else (failure_kind(status, finish, None), None)
-        truncated = truncated or failure_kind(status, finish, None) == "truncated_answer"
+            return kind, (dataclasses.asdict(loop) if loop else None)
+        truncated = truncated or kind == "truncated_answer"
     return ("truncated_answer" if truncated else None), None
 
 

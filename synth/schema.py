@@ -10,13 +10,10 @@ then checks the types.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from core.config import CONF, check_known, declared
+from core.config import CONF, check_known, check_schema, declared, positive_int
 from core.loops import find_loop
 from core.triple import FLAGS
 
@@ -95,23 +92,10 @@ SAMPLING = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "max_complet
             "stop_token_ids", "n", "logit_bias", "logprobs", "top_logprobs", "ignore_eos", "skip_special_tokens")
 
 
-def _check(node: Any, cls: type, where: str) -> None:
-    if not isinstance(node, dict):
-        raise ValueError(f"{where}: expected a mapping of {', '.join(f.name for f in fields(cls))}, got {node!r}")
-    check_known(node, [f.name for f in fields(cls)], where)
-    try:
-        OmegaConf.merge(OmegaConf.structured(cls), node)
-    except OmegaConfBaseException as e:
-        raise ValueError(f"{where}: {str(e).splitlines()[0]} (key '{getattr(e, 'full_key', '?')}')") from None
-    missing = [f.name for f in fields(cls) if f.name not in node and f.default is MISSING and f.default_factory is MISSING]
-    if missing:
-        raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
-
-
 def check_component(key: str, node: dict[str, Any]) -> None:
     """``node`` (resolved) is the component ``data.<key>``."""
     where = f"data.{key}" + (f" (conf/data/{key}.yaml)" if (CONF / "data" / f"{key}.yaml").exists() else "")
-    _check(node, Component, where)
+    check_schema(node, Component, where)
 
 
 def check_teacher(node: dict[str, Any], file: str | None = None) -> None:
@@ -121,11 +105,11 @@ def check_teacher(node: dict[str, Any], file: str | None = None) -> None:
     check_known(node.get("sampling") or {}, SAMPLING, "teacher.sampling" + at,
              " Other request fields go in teacher.extra_body.")
     if isinstance(node.get("serve"), dict):
-        _check(node["serve"], Serve, "teacher.serve" + at)
+        check_schema(node["serve"], Serve, "teacher.serve" + at)
     for i, e in enumerate(node.get("endpoints") or []):
         if not isinstance(e, str):
-            _check(e, Endpoint, f"teacher.endpoints[{i}]{at}")
-    _check(node, Teacher, "teacher" + at)
+            check_schema(e, Endpoint, f"teacher.endpoints[{i}]{at}")
+    check_schema(node, Teacher, "teacher" + at)
 
 
 def check_stage(synth: dict[str, Any]) -> None:
@@ -138,13 +122,13 @@ def check_stage(synth: dict[str, Any]) -> None:
 def check_trace_checks(loops: Any, budget: Any, policy: dict[str, Any] | None) -> None:
     """``synth.loops`` (keys, types, and the detector's own range checks), ``synth.max_trace_tokens``
     (``budget``: null or a positive number of tokens) and ``synth.flag_policy`` (known flags, drop or keep)."""
-    _check(loops, Loops, "synth.loops")
+    check_schema(loops, Loops, "synth.loops")
     knobs = {k: v for k, v in loops.items() if k != "enabled"}
     try:
         find_loop("", **knobs)  # the detector checks its knobs before looking at the sequence
     except (TypeError, ValueError) as e:
         raise ValueError(f"synth.loops: {e}") from None
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+    if budget is not None and not positive_int(budget):
         raise ValueError(f"synth.max_trace_tokens={budget!r}: a number of student tokens ≥ 1, or null for no budget")
     policy = policy or {}
     check_known(policy, FLAGS, "synth.flag_policy", " (the quality flags of core.triple.FLAGS)")

@@ -262,12 +262,14 @@ EXPECTED = [  # (status, finish_reason, trace, kind) — the contract in docs/co
     f"{s}-{fr}-{'none' if t is None else 'looping' if t is LOOPING else 'progressing'}" for s, fr, t, _ in EXPECTED])
 def test_failure_kind_for_every_status_and_finish_reason(status, finish_reason, trace, kind, qwen3_tokenizer):
     assert kind is None or kind in FAILURE_KINDS
-    assert failure_kind(status, finish_reason, trace) == kind
+    assert failure_kind(status, finish_reason, trace)[0] == kind
     ids = None if trace is None else qwen3_tokenizer.encode(trace)
-    assert failure_kind(status, finish_reason, ids) == kind
+    assert failure_kind(status, finish_reason, ids)[0] == kind
 
 
 def test_failure_kind_passes_knobs_and_refuses_unknown_status():
-    assert failure_kind("unclosed", "length", LOOPING, min_repeats=1_000) == "runaway"
+    assert failure_kind("unclosed", "length", LOOPING, min_repeats=1_000) == ("runaway", None)
+    kind, loop = failure_kind("unclosed", "length", LOOPING)
+    assert kind == "loop" and loop == find_loop(LOOPING)
     with pytest.raises(ValueError, match="status"):
         failure_kind("open", "length", LOOPING)

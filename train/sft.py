@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 
 from core import jsonl, student, think, wandb_mode
 from core.assets import resolve_model
-from core.config import CONF, check_known, declared
+from core.config import CONF, check_known, declared, positive_int
 from core.triple import FLAGS
 from train import mixture
 
@@ -335,7 +335,7 @@ def preflight(cfg: DictConfig) -> dict[str, Any]:
     if unknown := sorted(set(cfg.mixture.exclude_flags) - set(FLAGS)):
         raise TrainError(f"mixture.exclude_flags: unknown flag(s) {', '.join(unknown)}; known: {', '.join(FLAGS)}")
     budget = cfg.mixture.get("max_trace_tokens")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+    if budget is not None and not positive_int(budget):
         raise TrainError(f"mixture.max_trace_tokens={budget!r}: a positive number of student tokens, or null for none")
     t = cfg.trainer
     gradient_accumulation(t.global_batch_size, t.per_device_batch_size, world_size())  # raises unless it divides
