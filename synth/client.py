@@ -9,8 +9,9 @@ and the reasoning fields servers add (``reasoning_content``, ``reasoning``) are 
 ``chat.completions.create`` costs ~0.3 ms more CPU per request in request validation; bench_synth.py.)
 
 - **Retries** (tenacity): 429 / 5xx / 408 / timeouts / dropped connections / garbled bodies, exponential
-  backoff with jitter, ``max_attempts`` in all. 400/413/422 are never retried (:class:`RequestRefused`);
-  401/403/404 stop the run (:class:`FatalEndpointError`): retrying cannot fix a key, a URL or a model name.
+  backoff with jitter, ``max_attempts`` in all. Any other 4xx (400, 413, 422, …) is never retried
+  (:class:`RequestRefused`); 401/403/404 stop the run (:class:`FatalEndpointError`): retrying cannot fix a
+  key, a URL or a model name.
 - **Balancing**: the endpoint with the fewest in-flight requests per unit of weight, skipping one that
   just failed at the transport level (``cooldown``) while another is available.
 - **Circuit breaker**: an endpoint whose requests fail at the transport level (refused, reset, timed
@@ -49,7 +50,8 @@ class FatalEndpointError(RuntimeError):
 
 
 class RequestRefused(RuntimeError):
-    """400/413/422: the server refuses this request (e.g. a prompt over the context); not retried."""
+    """A 4xx other than 401/403/404/408/429 (400, 413, 422, …): the server refuses this request (e.g. a prompt
+    over the context); not retried."""
 
 
 class RequestFailed(RuntimeError):
@@ -271,7 +273,7 @@ class ChatClient:
     async def chat(self, instruction: str, reasoning_effort: str | None = None, system: str | None = None,
                    overrides: dict[str, Any] | None = None) -> Reply:
         """One chat completion with retries. Raises :class:`FatalEndpointError` (stop the run),
-        :class:`RequestRefused` (400/413/422) or :class:`RequestFailed` (retries exhausted)."""
+        :class:`RequestRefused` (any other 4xx) or :class:`RequestFailed` (retries exhausted)."""
         messages = self.messages(instruction, system)
         tried: list[str] = []
         try:

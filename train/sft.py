@@ -472,7 +472,7 @@ class Provenance(TrainerCallback):
             out.mkdir(parents=True, exist_ok=True)
             jsonl.write_atomic(out / "resolved_config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
             jsonl.write_atomic(out / "manifest.json", json.dumps({**self.summary, "effective": effective}, indent=2,
-                                                           ensure_ascii=False))
+                                                                 ensure_ascii=False))
             jsonl.write_atomic(out / "manifest_ids.txt", "\n".join(self.record_ids) + "\n")
 
 
